@@ -1,0 +1,171 @@
+#include "engine/generation.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.h"
+#include "engine/memory.h"
+#include "engine/sampler.h"
+
+namespace attn {
+
+uint64_t capture_bytes_per_position(const ModelConfig& c) {
+    return uint64_t(c.n_layer) * (uint64_t(c.n_head + c.n_kv_head) * c.head_dim + c.n_head) * sizeof(float);
+}
+
+uint64_t capture_bytes(const ModelConfig& c, int64_t positions) {
+    const uint64_t blocks = (positions + CaptureStore::kOverviewBlock - 1) / CaptureStore::kOverviewBlock;
+    const uint64_t overview = blocks * (blocks + 1) / 2 * 2 * sizeof(float) * c.n_layer * c.n_head;
+    return capture_bytes_per_position(c) * positions + overview;
+}
+
+namespace {
+
+void append_generated(Session& session, const Tokenizer& tokenizer, int32_t id) {
+    const std::string bytes = tokenizer.token_bytes(id);
+    Token token;
+    token.id = id;
+    token.begin = static_cast<uint32_t>(session.text.size());
+    session.text += bytes;
+    token.end = static_cast<uint32_t>(session.text.size());
+    token.special = tokenizer.is_special(id);
+    // Partial if the token's bytes don't form whole UTF-8 characters on their own.
+    token.partial = first_invalid_utf8(bytes) != std::string::npos;
+    session.tokens.push_back(token);
+}
+
+bool hits_stop_string(const Session& session, const std::vector<std::string>& stops) {
+    if (session.steps.empty()) return false;
+    const size_t generated_from = session.tokens[session.prompt_tokens].begin;
+    const std::string_view generated = std::string_view(session.text).substr(generated_from);
+    return std::any_of(stops.begin(), stops.end(),
+                       [&](const std::string& s) { return !s.empty() && generated.find(s) != std::string_view::npos; });
+}
+
+struct Hypothesis {
+    std::unique_ptr<Backend> backend;
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> slots;  // beam slot this lineage occupied at each step (its branch id)
+    double score = 0;
+    bool finished = false;
+    std::vector<float> logits;
+};
+
+// Beam search over forked backends (no capture while searching). Returns the winning token
+// sequence and its per-step branch ids.
+std::pair<std::vector<int32_t>, std::vector<int32_t>> beam_search(const Model& model, Backend& prefilled,
+                                                                  std::span<const float> prompt_logits,
+                                                                  const SamplingSettings& s) {
+    const int beams = s.beams, vocab = model.config.vocab;
+    const int32_t eos = model.tokenizer->eos_id();
+    std::vector<Hypothesis> live(1);
+    live[0].backend = prefilled.fork();
+    live[0].logits.assign(prompt_logits.begin(), prompt_logits.end());
+    std::vector<Hypothesis> done;
+    for (int step = 0; step < s.max_new_tokens && !live.empty(); ++step) {
+        struct Candidate { double score; int parent; int32_t token; };
+        std::vector<Candidate> candidates;
+        for (int b = 0; b < static_cast<int>(live.size()); ++b) {
+            const std::vector<float> lp = log_softmax(live[b].logits);
+            for (const TokenAlternative& alt : top_alternatives(lp, beams * 2))
+                candidates.push_back({live[b].score + std::log(static_cast<double>(alt.prob)), b, alt.id});
+        }
+        std::stable_sort(candidates.begin(), candidates.end(),
+                         [](const Candidate& a, const Candidate& b) { return a.score > b.score; });
+        std::vector<Hypothesis> next;
+        for (const Candidate& c : candidates) {
+            if (static_cast<int>(next.size()) >= beams) break;
+            Hypothesis h;
+            const Hypothesis& parent = live[c.parent];
+            h.tokens = parent.tokens;
+            h.slots = parent.slots;
+            h.tokens.push_back(c.token);
+            h.slots.push_back(static_cast<int32_t>(next.size()));
+            h.score = c.score;
+            if (s.stop_at_eos && c.token == eos) {
+                h.finished = true;
+                done.push_back(std::move(h));
+                continue;
+            }
+            h.backend = parent.backend->fork();
+            h.logits.resize(vocab);
+            h.backend->forward(std::span<const int32_t>(&c.token, 1), h.logits, nullptr);
+            next.push_back(std::move(h));
+        }
+        live = std::move(next);
+        if (static_cast<int>(done.size()) >= beams) break;
+    }
+    for (Hypothesis& h : live) done.push_back(std::move(h));
+    // Length-normalised score, as Hugging Face's default length_penalty = 1.
+    auto normalised = [](const Hypothesis& h) { return h.score / std::max<size_t>(1, h.tokens.size()); };
+    const auto best = std::max_element(done.begin(), done.end(), [&](const Hypothesis& a, const Hypothesis& b) {
+        return normalised(a) < normalised(b);
+    });
+    return {best->tokens, best->slots};
+}
+
+}  // namespace
+
+Session generate(const Model& model, Backend& backend, const GenerationRequest& request,
+                 const GenerationCallbacks& callbacks) {
+    const Tokenizer& tokenizer = *model.tokenizer;
+    const SamplingSettings& s = request.sampling;
+    if (s.max_new_tokens < 0) fail("the number of tokens to generate must be >= 0");
+    if (s.beams < 1) fail("beam width must be >= 1");
+
+    Session session;
+    session.config = model.config;
+    session.identity = model.identity;
+    session.sampling = s;
+    if (s.chat) {
+        const ChatMessage message{"user", request.prompt};
+        session.text = tokenizer.apply_chat_template(std::span<const ChatMessage>(&message, 1), true);
+    } else {
+        session.text = request.prompt;
+    }
+    session.tokens = tokenizer.encode(session.text, true, tokenizer.add_bos_token());
+    if (session.tokens.empty()) fail("the prompt is empty: nothing to run");
+    session.prompt_tokens = static_cast<int64_t>(session.tokens.size());
+
+    const int64_t positions = session.prompt_tokens + s.max_new_tokens;
+    if (request.capture) {
+        require_memory(capture_bytes(model.config, positions), cat("capturing ", positions, " positions"));
+        session.capture = std::make_unique<CaptureStore>(capture_shape_of(model.config));
+    }
+    backend.truncate(0);
+
+    std::vector<int32_t> prompt_ids;
+    for (const Token& t : session.tokens) prompt_ids.push_back(t.id);
+    std::vector<float> logits(model.config.vocab);
+    backend.forward(prompt_ids, logits, session.capture.get(), callbacks.prefill_progress);
+
+    // Beam search picks the whole continuation first; the loop below then replays it.
+    std::vector<int32_t> planned, planned_slots;
+    if (s.beams > 1) std::tie(planned, planned_slots) = beam_search(model, backend, logits, s);
+
+    Sampler sampler(s);
+    double cumulative = 0;
+    const int steps = s.beams > 1 ? static_cast<int>(planned.size()) : s.max_new_tokens;
+    for (int step = 0; step < steps; ++step) {
+        const std::vector<float> log_probs = log_softmax(logits);
+        const int32_t id = s.beams > 1 ? planned[step] : sampler.pick(logits);
+        StepRecord record;
+        record.token_id = id;
+        record.text = tokenizer.token_bytes(id);
+        record.logprob = log_probs[id];
+        cumulative += record.logprob;
+        record.cumulative_logprob = cumulative;
+        record.top = top_alternatives(log_probs, request.top_alternatives);
+        record.beam_id = s.beams > 1 ? planned_slots[step] : 0;
+        append_generated(session, tokenizer, id);
+        backend.forward(std::span<const int32_t>(&id, 1), logits, session.capture.get());
+        record.kv_length = backend.cached();
+        session.steps.push_back(std::move(record));
+        if (callbacks.on_step) callbacks.on_step(session, session.steps.back());
+        if (s.stop_at_eos && id == tokenizer.eos_id()) break;
+        if (hits_stop_string(session, s.stop_strings)) break;
+    }
+    return session;
+}
+
+}  // namespace attn

@@ -1,0 +1,55 @@
+#pragma once
+// Exact attention on demand from a CaptureStore (DESIGN.md §2, TileSource, cpu):
+//   P[l, h, i, j] = exp(scale · q_i · k_j − LSE_i) for visible (i, j), else 0.
+#include <cstdint>
+#include <vector>
+
+#include "engine/capture_store.h"
+
+namespace attn {
+
+struct TileRequest {
+    int layer = 0, head = 0;
+    int level = 0;    // each cell aggregates a 2^level × 2^level block of P
+    int64_t tx = 0;   // tile column (keys)
+    int64_t ty = 0;   // tile row (queries)
+};
+
+struct Tile {
+    static constexpr int kEdge = 256;
+    TileRequest request;
+    std::vector<float> sum;  // [row (query) * kEdge + col (key)], attention mass of the block
+    std::vector<float> max;  // peak probability in the block
+    int valid_rows = 0, valid_cols = 0;  // cells that cover at least one position
+};
+
+class CpuTileSource {
+public:
+    // threads = 0: all hardware threads.
+    explicit CpuTileSource(const CaptureStore& store, int threads = 0);
+
+    // Exact probabilities of query i over keys 0..i (zeros where masked by a sliding window).
+    std::vector<float> row(int layer, int head, int64_t query) const;
+    Tile tile(const TileRequest& request) const;
+    // Σ P over queries [q0, q1) × keys [k0, k1) (visible pairs only).
+    double mass(int layer, int head, int64_t q0, int64_t q1, int64_t k0, int64_t k1) const;
+
+    // Tiles at this level and above are aggregated from the pooled overview (exact sums and maxes
+    // of the same P, since the 128-token blocks nest inside the cells).
+    static constexpr int kFirstOverviewLevel = 7;
+    static int64_t tiles_across(int64_t positions, int level);
+
+private:
+    void scores_block(int layer, int head, int64_t q0, int64_t nq, int64_t k0, int64_t nk, float* out) const;
+    Tile tile_from_overview(const TileRequest& request) const;
+    Tile tile_exact(const TileRequest& request) const;
+
+    const CaptureStore& store_;
+    int threads_;
+};
+
+// Recomputes the pooled overview of every (layer, head) from Q, K and LSE (for sessions
+// recovered from a file cut short before its footer, or after CaptureStore::truncate).
+void rebuild_overview(CaptureStore& store, int threads = 0);
+
+}  // namespace attn

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian machine: system packages, the default model, the build.
+# Safe to re-run: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_DIR=${ATTNSCOPE_BUILD_DIR:-build}
+
+# ---- Debian packages --------------------------------------------------------------------
+packages=(build-essential cmake ninja-build pkg-config python3 python3-pip
+          libopenblas-dev libicu-dev libzstd-dev nlohmann-json3-dev libcli11-dev catch2 libstb-dev libsodium-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# ---- default model ----------------------------------------------------------------------
+bash scripts/fetch_model.sh || echo "setup: continuing without the default model (see above)"
+
+# ---- build ------------------------------------------------------------------------------
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
+  cmake -S . -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
+fi
+cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+echo "setup: built $BUILD_DIR/attnscope"

@@ -1,0 +1,13 @@
+#pragma once
+// The attnscope command line: one file per command, each registering its subcommand.
+#include <CLI/CLI.hpp>
+
+namespace attn::cli {
+
+void add_generate_commands(CLI::App& app);  // generate, capture
+void add_inspect_command(CLI::App& app);
+void add_tile_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+void add_open_command(CLI::App& app);
+
+}  // namespace attn::cli

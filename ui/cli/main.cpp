@@ -1,0 +1,32 @@
+// attnscope: real-time attention debugger. This is the command-line entry point.
+#include <cstdio>
+#include <exception>
+
+#include "engine/error.h"
+#include "ui/cli/commands.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"attnscope — attention debugger for transformer language models"};
+    app.require_subcommand(1);
+    app.set_help_all_flag("--help-all", "Help for every command");
+    attn::cli::add_generate_commands(app);
+    attn::cli::add_inspect_command(app);
+    attn::cli::add_tile_command(app);
+    attn::cli::add_bench_command(app);
+    attn::cli::add_open_command(app);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const attn::Error& e) {
+        std::fprintf(stderr, "attnscope: error: %s\n", e.what());
+        return 1;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "attnscope: error: out of memory\n");
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "attnscope: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
