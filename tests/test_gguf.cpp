@@ -8,6 +8,8 @@
 #include <iterator>
 #include <sstream>
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include "engine/error.h"
@@ -182,7 +184,8 @@ TEST_CASE("gguf: unreadable paths are reported with the path", "[gguf]") {
                         Contains("/nonexistent/dir/model.gguf") && Contains("No such file"));
     REQUIRE_THROWS_WITH(attn::GgufFile::open(ATTNSCOPE_FIXTURES_DIR), Contains("directory"));
 
-    const std::string empty = (std::filesystem::temp_directory_path() / "attnscope_empty_test.gguf").string();
+    const std::string empty =
+        (std::filesystem::temp_directory_path() / ("attnscope_empty_" + std::to_string(::getpid()) + ".gguf")).string();
     { std::ofstream touch(empty); }
     {
         const attn::MappedFile mapped(empty);  // an empty file maps fine

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <iterator>
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include "engine/error.h"
@@ -55,7 +57,9 @@ std::unique_ptr<attn::SafetensorsFile> parse(const std::vector<std::byte>& bytes
 // A scratch directory removed at the end of the test.
 struct TempDir {
     fs::path path;
-    explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / name) {
+    // The process id keeps parallel test runs (ctest -j runs each test case as a process) apart.
+    explicit TempDir(const std::string& name)
+        : path(fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()))) {
         fs::remove_all(path);
         fs::create_directories(path);
     }

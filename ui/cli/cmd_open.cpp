@@ -1,6 +1,7 @@
 // `attnscope open`: opens a session (or captures one on the default model first). Until the
 // Vulkan debugger lands (issue 4) this renders the chosen head's whole attention matrix to a PNG
 // at the level of detail that fits, and says where it is.
+#include <algorithm>
 #include <filesystem>
 #include <cstdio>
 
@@ -52,7 +53,8 @@ struct OpenCommand {
         while (CpuTileSource::tiles_across(session.capture->positions(), level) > 1) ++level;
         const Tile tile = CpuTileSource(*session.capture).tile({chosen_layer, head, level, 0, 0});
         const std::string out = png.empty() ? path + ".png" : png;
-        write_heatmap_png(out, tile.max, Tile::kEdge, Tile::kEdge, tile.valid_rows, tile.valid_cols);
+        const int scale = std::max(1, 768 / std::max(tile.valid_rows, tile.valid_cols));
+        write_heatmap_png_cropped(out, tile.max, Tile::kEdge, tile.valid_rows, tile.valid_cols, scale);
         std::printf("no display debugger in this build yet: rendered layer %d head %d (%lld tokens, peak per cell) to %s\n",
                     chosen_layer, head, static_cast<long long>(session.capture->positions()), out.c_str());
     }

@@ -47,16 +47,19 @@ std::array<unsigned char, 3> ramp(float t) {
 }
 }  // namespace
 
-void write_heatmap_png(const std::string& path, const std::vector<float>& values, int rows, int cols,
-                       int valid_rows, int valid_cols, float log_floor) {
+namespace {
+// Renders cells [0, out_rows/scale) × [0, out_cols/scale) of `values` (row stride `cols`).
+void render_png(const std::string& path, const std::vector<float>& values, int cols, int out_rows, int out_cols,
+                int scale, int valid_rows, int valid_cols, float log_floor) {
     float peak = 0.f;
     for (float v : values) peak = std::max(peak, v);
     const float top = peak > 0 ? std::log10(peak) : 0.f;
     const float bottom = std::min(log_floor, top - 1e-3f);
-    std::vector<unsigned char> pixels(static_cast<size_t>(rows) * cols * 3);
-    for (int r = 0; r < rows; ++r)
-        for (int c = 0; c < cols; ++c) {
-            unsigned char* px = &pixels[(static_cast<size_t>(r) * cols + c) * 3];
+    std::vector<unsigned char> pixels(static_cast<size_t>(out_rows) * out_cols * 3);
+    for (int y = 0; y < out_rows; ++y)
+        for (int x = 0; x < out_cols; ++x) {
+            const int r = y / scale, c = x / scale;
+            unsigned char* px = &pixels[(static_cast<size_t>(y) * out_cols + x) * 3];
             if (r >= valid_rows || c >= valid_cols) {
                 px[0] = px[1] = px[2] = 40;
                 continue;
@@ -71,9 +74,21 @@ void write_heatmap_png(const std::string& path, const std::vector<float>& values
         [](void* context, void* data, int size) {
             static_cast<std::string*>(context)->append(static_cast<const char*>(data), size);
         },
-        &png, cols, rows, 3, pixels.data(), cols * 3);
+        &png, out_cols, out_rows, 3, pixels.data(), out_cols * 3);
     if (!ok) fail(path, ": PNG encoding failed");
     write_file_atomically(path, png);
+}
+}  // namespace
+
+void write_heatmap_png(const std::string& path, const std::vector<float>& values, int rows, int cols,
+                       int valid_rows, int valid_cols, float log_floor) {
+    render_png(path, values, cols, rows, cols, 1, valid_rows, valid_cols, log_floor);
+}
+
+void write_heatmap_png_cropped(const std::string& path, const std::vector<float>& values, int cols, int valid_rows,
+                               int valid_cols, int scale, float log_floor) {
+    if (valid_rows <= 0 || valid_cols <= 0) fail(path, ": nothing to draw");
+    render_png(path, values, cols, valid_rows * scale, valid_cols * scale, scale, valid_rows, valid_cols, log_floor);
 }
 
 }  // namespace attn::cli
