@@ -176,8 +176,17 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
             for (size_t i = first; i < messages.size(); ++i) {
                 std::string content = messages[i].content;
                 if (i == first && system) content = "<<SYS>>\n" + *system + "\n<</SYS>>\n\n" + content;
-                if (messages[i].role == "user") out += bos_text_ + "[INST] " + strip(content) + " [/INST]";
-                else out += " " + strip(content) + " " + eos_text_;
+                if (messages[i].role == "user") {
+                    out += bos_text_;
+                    out += "[INST] ";
+                    out += strip(content);
+                    out += " [/INST]";
+                } else {
+                    out += ' ';
+                    out += strip(content);
+                    out += ' ';
+                    out += eos_text_;
+                }
             }
             break;
         }

@@ -185,6 +185,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
         }
         c.sliding_window = static_cast<int>(f.int_or(a + "attention.sliding_window").value_or(0));
         c.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+        c.output_bias = f.find_tensor("blk.0.attn_output.bias") != nullptr;
     }
     const TensorInfo& embedding = f.tensor("token_embd.weight");
     c.vocab = embedding.shape.empty() ? 0 : static_cast<int>(embedding.shape[0]);
@@ -209,6 +210,7 @@ void load_llama_layers(const WeightReader& r, const ModelConfig& c, ModelWeights
             L.bk = r.load(name(l, "bk"), {kv_out});
             L.bv = r.load(name(l, "bv"), {kv_out});
         }
+        if (c.output_bias) L.bo = r.load(name(l, "bo"), {d});
         L.ffn_norm = r.load(name(l, "ffn_norm"), {d});
         L.w_gate = r.load(name(l, "w_gate"), {c.d_ff, d});
         L.w_up = r.load(name(l, "w_up"), {c.d_ff, d});
@@ -241,7 +243,7 @@ void load_gguf_weights(const GgufFile& f, const ModelConfig& c, ModelWeights& w)
         static const std::map<std::string, std::string> names = {
             {"attn_norm", "attn_norm.weight"}, {"wq", "attn_q.weight"},      {"wk", "attn_k.weight"},
             {"wv", "attn_v.weight"},           {"wo", "attn_output.weight"}, {"bq", "attn_q.bias"},
-            {"bk", "attn_k.bias"},             {"bv", "attn_v.bias"},        {"ffn_norm", "ffn_norm.weight"},
+            {"bk", "attn_k.bias"},             {"bv", "attn_v.bias"},        {"bo", "attn_output.bias"},        {"ffn_norm", "ffn_norm.weight"},
             {"w_gate", "ffn_gate.weight"},     {"w_up", "ffn_up.weight"},    {"w_down", "ffn_down.weight"}};
         load_llama_layers(r, c, w, [&](int l, const char* key) { return blk(l, names.at(key)); });
         w.output_norm = r.load("output_norm.weight", {d});
@@ -328,14 +330,25 @@ ModelConfig config_from_hf(const nlohmann::json& j, const std::string& source) {
         c.vocab = json_get<int>(j, "vocab_size", source);
         c.max_context = json_or<int>(j, "max_position_embeddings", 2048);
         c.norm_eps = json_or<double>(j, "rms_norm_eps", 1e-6);
-        c.rope_theta = json_or<double>(j, "rope_theta", 10000.0);
+        // transformers >= 5 writes "rope_parameters": {"rope_type", "rope_theta", factor, ...};
+        // older checkpoints have a top-level "rope_theta" and "rope_scaling": {"type"|"rope_type", ...}.
+        const bool has_rope_parameters = j.contains("rope_parameters") && j["rope_parameters"].is_object();
+        const nlohmann::json no_rope_parameters = nlohmann::json::object();
+        const nlohmann::json& rope_parameters = has_rope_parameters ? j["rope_parameters"] : no_rope_parameters;
+        c.rope_theta = json_or<double>(rope_parameters, "rope_theta", json_or<double>(j, "rope_theta", 10000.0));
         c.rope_pairing = RopePairing::HalfSplit;
         c.tied_embeddings = json_or<bool>(j, "tie_word_embeddings", false);
         c.qkv_bias = c.arch_name == "qwen2" || json_or<bool>(j, "attention_bias", false);
+        c.output_bias = json_or<bool>(j, "attention_bias", false);  // Llama's flag also biases o_proj
+        if (json_or<bool>(j, "mlp_bias", false))
+            fail(source, ": mlp_bias = true is not supported (feed-forward biases in a Llama-family model)");
+        // Qwen2 windows only some layers (layer_types / max_window_layers); one window for all is wrong.
+        if (c.arch_name == "qwen2" && json_or<bool>(j, "use_sliding_window", false))
+            fail(source, ": qwen2 with use_sliding_window = true (per-layer windows) is not supported");
         if (json_or<bool>(j, "use_sliding_window", c.arch_name == "mistral"))
             c.sliding_window = json_or<int>(j, "sliding_window", 0);
-        if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-            const auto& s = j["rope_scaling"];
+        if (has_rope_parameters || (j.contains("rope_scaling") && j["rope_scaling"].is_object())) {
+            const auto& s = has_rope_parameters ? rope_parameters : j["rope_scaling"];
             const std::string type = json_or<std::string>(s, "rope_type", json_or<std::string>(s, "type", "default"));
             if (type == "linear") {
                 c.rope_scaling.kind = RopeScaling::Kind::Linear;
@@ -369,6 +382,7 @@ void load_hf_weights(const SafetensorsModel& m, const std::string& dir, ModelCon
             {"bq", "self_attn.q_proj.bias"},
             {"bk", "self_attn.k_proj.bias"},
             {"bv", "self_attn.v_proj.bias"},
+            {"bo", "self_attn.o_proj.bias"},
             {"ffn_norm", "post_attention_layernorm.weight"},
             {"w_gate", "mlp.gate_proj.weight"},
             {"w_up", "mlp.up_proj.weight"},

@@ -41,6 +41,7 @@ struct ModelConfig {
     RopePairing rope_pairing = RopePairing::Interleaved;
     RopeScaling rope_scaling;
     bool qkv_bias = false;
+    bool output_bias = false;  // attention output projection has a bias (Llama attention_bias)
     bool tied_embeddings = false;
     int sliding_window = 0;  // 0 = full causal attention
 

@@ -673,7 +673,8 @@ SessionWriter::SessionWriter(const std::string& path, const Session& session)
         };
         write_chunk(kMetaChunk, json_payload(meta, std::string_view(session.text).substr(0, prompt_bytes)));
         tokens_written_ = prompt_token_count;
-        if (std::fflush(file_) != 0) fail("cannot write session file ", quoted(partial_path_), ": ", errno_text());
+        if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
+            fail("cannot write session file ", quoted(partial_path_), ": ", errno_text());
     } catch (...) {
         // Nothing recoverable was written yet: leave no debris behind.
         std::fclose(file_);
@@ -914,6 +915,7 @@ public:
         session_.sampling = sampling_from_json(meta.at("sampling"));
         if (!meta.at("capture").is_null())
             session_.capture = std::make_unique<CaptureStore>(shape_from_json(meta.at("capture")));
+        prompt_text_bytes_ = session_.text.size();
     }
 
     void apply(const Chunk& chunk) {
@@ -943,7 +945,7 @@ public:
                                                        both.subspan(0, cells), both.subspan(cells));
                 }
             } catch (const Error&) {
-                session_.capture = rebuilt_without_overview(*session_.capture);
+                session_.capture->clear_overview();  // rebuilt from Q, K and LSE below
                 overviews_.clear();
             }
         }
@@ -968,8 +970,6 @@ public:
             rebuild_overview(*session_.capture, 0);
         return std::move(session_);
     }
-
-    void set_prompt_text_bytes() { prompt_text_bytes_ = session_.text.size(); }
 
 private:
     void apply_capture(const Chunk& chunk) {
@@ -1072,22 +1072,6 @@ private:
         footer_seen_ = true;
     }
 
-    // restore_overview refused the saved overview: start again from Q, K and LSE alone.
-    static std::unique_ptr<CaptureStore> rebuilt_without_overview(const CaptureStore& store) {
-        auto fresh = std::make_unique<CaptureStore>(store.shape());
-        const CaptureShape& shape = store.shape();
-        const int64_t n = store.positions();
-        std::vector<float> q(size_t(n * shape.n_head * shape.head_dim)), k(size_t(n * shape.n_kv_head * shape.head_dim)),
-            lse(size_t(n * shape.n_head));
-        for (int layer = 0; layer < shape.n_layer; ++layer) {
-            store.copy_q(layer, 0, n, q.data());
-            store.copy_k(layer, 0, n, k.data());
-            store.copy_lse(layer, 0, n, lse.data());
-            fresh->record_layer(layer, 0, n, q.data(), k.data(), lse.data());
-        }
-        return fresh;
-    }
-
     Session session_;
     size_t prompt_text_bytes_ = 0;
     std::vector<std::vector<float>> overviews_;  // [layer * n_head + head]: sums then maxes
@@ -1142,7 +1126,6 @@ Session load_session(const std::string& path) {
         fail("session file ", quoted(path), " is not a valid or complete session: its metadata is damaged (",
              problem.what(), ")");
     }
-    loader.set_prompt_text_bytes();
 
     // Later chunks: stop at the first one that is cut short or corrupt and keep what came before.
     // They are read in order, decompressed a batch at a time on several threads, applied in order.

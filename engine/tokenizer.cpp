@@ -110,7 +110,7 @@ std::vector<Token> TokenizerBase::encode(std::string_view text, bool parse_speci
         if (piece.id >= 0) {
             out.push_back({piece.id, static_cast<uint32_t>(piece.begin), static_cast<uint32_t>(piece.end), false, true});
         } else {
-            encode_text(text, piece.begin, piece.end, piece.begin == 0, out);
+            encode_text(text, piece.begin, piece.end, out);
         }
     }
     for (auto& token : out)
@@ -371,6 +371,14 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_json(const std::string& tokenizer_
         const std::string model_type = model.value("type", "");
         if (model_type != "BPE") fail(where, ": model type \"", model_type, "\" is not supported (only BPE)");
 
+        // NFC (Qwen2) is accepted and not applied, as llama.cpp does: text that is already NFC,
+        // which is nearly all text, tokenizes the same. Other normalizers change the bytes.
+        if (root.contains("normalizer") && !root.at("normalizer").is_null()) {
+            const std::string normalizer = root.at("normalizer").value("type", "");
+            if (normalizer != "NFC")
+                fail(where, ": normalizer \"", normalizer, "\" is not supported with byte-level BPE (only none or NFC)");
+        }
+
         ByteLevelBpeVocab vocab;
         bool byte_level = false;
         if (root.contains("pre_tokenizer"))
@@ -394,6 +402,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_json(const std::string& tokenizer_
             vocab.tokens[id.get<size_t>()] = text;
             vocab.types[id.get<size_t>()] = TokenType::Normal;
         }
+        // Added tokens match their literal content; their lstrip/rstrip/single_word flags are
+        // not applied (the supported model families leave them false).
         if (root.contains("added_tokens")) {
             for (const auto& added : root.at("added_tokens")) {
                 const auto id = added.at("id").get<size_t>();

@@ -17,12 +17,14 @@
 // attn::Error whose message names the byte offset of the first byte of the first
 // ill-formed sequence, e.g. "invalid UTF-8 at byte offset 7 (0xC0)".
 //
-// Round trip: decode(ids of encode(x, p, /*add_bos=*/false)) == x for every valid UTF-8 x.
-// (With add_bos the BOS renders as its text, e.g. "<s>", in front.) The one-leading-space
-// rule for SentencePiece models with add_space_prefix: encode() inserts one dummy "▁" when
-// the input starts with plain text (not when it starts with a matched special token, and
-// never after a special token in the middle, unlike llama.cpp), and decode() removes one
-// leading space when the first id is not a control token and its bytes start with a space.
+// Round trip: decode(ids of encode(x, p, /*add_bos=*/false)) == x for every valid UTF-8 x;
+// with add_bos the BOS renders as its text in front ("<s>" + x), which encodes back to the
+// same ids. The one-leading-space rule for SentencePiece models with add_space_prefix:
+// encode() puts one dummy "▁" in front of every plain-text run, i.e. at the start of the
+// input and right after every matched special token (as llama.cpp and HF's Llama
+// tokenizer.json do, so "<s>[INST]" gives "<s>", "▁[", ...), and decode() removes one
+// leading space from the first id and from every id that follows a special id, when that
+// id is not special itself and its bytes start with a space.
 //
 // Special tokens: Control tokens (GGUF token_type 3; HF added_tokens with special=true) are
 // matched as whole tokens only when parse_special is true. User-defined tokens (type 4; HF
@@ -109,7 +111,9 @@ public:
     // From GGUF metadata (tokenizer.ggml.*): "gpt2" → byte-level BPE, "llama" → SentencePiece BPE.
     static std::unique_ptr<Tokenizer> from_gguf(const GgufFile& gguf);
     // From a Hugging Face tokenizer.json (and optional tokenizer_config.json beside it for
-    // the chat template and BOS/EOS policy).
+    // the chat template and BOS/EOS policy). Byte-level BPE only (pre_tokenizer made of
+    // ByteLevel / Digits / Split-Isolated steps, or a ByteLevel decoder); anything else,
+    // e.g. a SentencePiece-converted Llama 2 tokenizer.json, → attn::Error.
     static std::unique_ptr<Tokenizer> from_hf_json(const std::string& tokenizer_json_path);
     static std::unique_ptr<Tokenizer> from_vocab(ByteLevelBpeVocab vocab);
     static std::unique_ptr<Tokenizer> from_vocab(SentencePieceVocab vocab);

@@ -72,8 +72,7 @@ public:
     TokenizerKind kind() const override { return TokenizerKind::ByteLevelBpe; }
 
 protected:
-    void encode_text(std::string_view text, size_t begin, size_t end, bool at_text_start,
-                     std::vector<Token>& out) const override;
+    void encode_text(std::string_view text, size_t begin, size_t end, std::vector<Token>& out) const override;
 
 private:
     struct Symbol {
@@ -182,8 +181,7 @@ ByteLevelBpe::ByteLevelBpe(ByteLevelBpeVocab vocab) {
     }
 }
 
-void ByteLevelBpe::encode_text(std::string_view text, size_t begin, size_t end, bool /*at_text_start*/,
-                               std::vector<Token>& out) const {
+void ByteLevelBpe::encode_text(std::string_view text, size_t begin, size_t end, std::vector<Token>& out) const {
     Scratch scratch;
     if (patterns_.empty()) {
         bpe_piece(text, begin, end, scratch, out);

@@ -117,10 +117,9 @@ protected:
     };
     void init_common(CommonSpec spec);
 
-    // Appends the tokens of text[begin, end) (no special tokens inside) with absolute spans.
-    // at_text_start: the run begins at offset 0 of the input.
-    virtual void encode_text(std::string_view text, size_t begin, size_t end, bool at_text_start,
-                             std::vector<Token>& out) const = 0;
+    // Appends the tokens of text[begin, end) with absolute spans. The run holds no special
+    // tokens and starts at offset 0 or right after a special token.
+    virtual void encode_text(std::string_view text, size_t begin, size_t end, std::vector<Token>& out) const = 0;
 
     TokenType type_of(int32_t id) const { return types_[static_cast<size_t>(id)]; }
     void check_id(int32_t id) const;

@@ -1,7 +1,8 @@
 // SentencePiece-style BPE with scores (Llama 2, Mistral v0.1; GGUF tokenizer.ggml.model "llama").
 //
-// Per plain-text run: spaces become "▁" (and one dummy "▁" goes in front when the input
-// starts with plain text and add_space_prefix is set) → one symbol per character → the
+// Per plain-text run: spaces become "▁" (and one dummy "▁" goes in front of the run when
+// add_space_prefix is set; runs start the input or follow a special token) → one symbol
+// per character → the
 // adjacent pair whose concatenation is the highest-scored vocab piece merges first (ties:
 // leftmost), as in llama.cpp → a character no piece covers falls back to its <0xNN> byte
 // pieces (or the unknown token). Each symbol keeps the input bytes it stands for: a "▁"
@@ -48,8 +49,7 @@ public:
     std::string decode(std::span<const int32_t> ids) const override;
 
 protected:
-    void encode_text(std::string_view text, size_t begin, size_t end, bool at_text_start,
-                     std::vector<Token>& out) const override;
+    void encode_text(std::string_view text, size_t begin, size_t end, std::vector<Token>& out) const override;
 
 private:
     struct Symbol {
@@ -66,7 +66,7 @@ private:
     void emit_symbol(std::string_view norm, const Symbol& symbol, std::vector<Token>& out) const;
 
     std::vector<float> scores_;
-    detail::StringMap<int32_t> mergeable_;  // normal and user-defined pieces by text
+    detail::StringMap<int32_t> mergeable_;  // normal pieces by text
     std::array<int32_t, 256> byte_piece_{};
     bool add_space_prefix_ = true;
 };
@@ -94,8 +94,9 @@ SentencePieceBpe::SentencePieceBpe(SentencePieceVocab vocab) {
         } else {
             bytes[i] = replace_space_marks(piece);
         }
-        if (vocab.types[i] == TokenType::Normal || vocab.types[i] == TokenType::UserDefined)
-            mergeable_.emplace(piece, static_cast<int32_t>(i));
+        // User-defined pieces are matched whole in the raw text, never formed by merges:
+        // a merge could hide one inside a run, where decode's space rule would misread it.
+        if (vocab.types[i] == TokenType::Normal) mergeable_.emplace(piece, static_cast<int32_t>(i));
     }
     scores_ = std::move(vocab.scores);
     add_space_prefix_ = vocab.add_space_prefix;
@@ -112,8 +113,7 @@ SentencePieceBpe::SentencePieceBpe(SentencePieceVocab vocab) {
     init_common(std::move(common));
 }
 
-void SentencePieceBpe::encode_text(std::string_view text, size_t begin, size_t end, bool at_text_start,
-                                   std::vector<Token>& out) const {
+void SentencePieceBpe::encode_text(std::string_view text, size_t begin, size_t end, std::vector<Token>& out) const {
     std::string norm;
     std::vector<Symbol> symbols;
     auto add_symbol = [&](std::string_view norm_bytes, size_t in_begin, size_t in_end) {
@@ -122,7 +122,7 @@ void SentencePieceBpe::encode_text(std::string_view text, size_t begin, size_t e
                            static_cast<uint32_t>(in_begin), static_cast<uint32_t>(in_end), index - 1, index + 1});
         norm += norm_bytes;
     };
-    if (add_space_prefix_ && at_text_start) add_symbol(kSpaceMark, begin, begin);
+    if (add_space_prefix_) add_symbol(kSpaceMark, begin, begin);
     for (size_t pos = begin; pos < end;) {
         if (text[pos] == ' ') {
             add_symbol(kSpaceMark, pos, pos + 1);
@@ -206,10 +206,17 @@ void SentencePieceBpe::emit_symbol(std::string_view norm, const Symbol& symbol, 
 }
 
 std::string SentencePieceBpe::decode(std::span<const int32_t> ids) const {
-    std::string text = TokenizerBase::decode(ids);
-    // The one-leading-space rule (see tokenizer.h): undo the dummy prefix.
-    if (add_space_prefix_ && !ids.empty() && type_of(ids[0]) != TokenType::Control && !text.empty() && text[0] == ' ')
-        text.erase(0, 1);
+    // The one-leading-space rule (see tokenizer.h): undo the dummy prefix of each text run.
+    std::string text;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        check_id(ids[i]);
+        const std::string& bytes = bytes_[static_cast<size_t>(ids[i])];
+        const bool starts_run = i == 0 || is_special(ids[i - 1]);
+        if (add_space_prefix_ && starts_run && !is_special(ids[i]) && !bytes.empty() && bytes[0] == ' ')
+            text.append(bytes, 1);
+        else
+            text += bytes;
+    }
     return text;
 }
 

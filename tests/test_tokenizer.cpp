@@ -3,6 +3,7 @@
 // SentencePiece on a hand-made vocabulary, and tokenizer.json loading.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -477,13 +478,14 @@ TEST_CASE("tokenizer: SentencePiece merges by score with spans on the input", "[
     CHECK(tok->token_bytes(tokens[0].id) == " hello");
     CHECK(tok->decode(ids_of(tokens)) == text);  // one leading space removed
 
-    // BOS: empty span in front; it renders as its text.
+    // BOS: empty span in front; it renders as its text, and that text encodes back the same.
     const auto with_bos = tok->encode(text);
     REQUIRE(with_bos.size() == 4);
     CHECK(with_bos[0].id == tok->bos_id());
     CHECK(with_bos[0].begin == 0);
     CHECK(with_bos[0].end == 0);
-    CHECK(tok->decode(ids_of(with_bos)) == "<s> hello world");
+    CHECK(tok->decode(ids_of(with_bos)) == "<s>hello world");
+    CHECK(ids_of(tok->encode("<s>hello world", true, false)) == ids_of(with_bos));
 }
 
 TEST_CASE("tokenizer: SentencePiece spaces, dummy prefix and byte fallback", "[tokenizer][spm]") {
@@ -525,12 +527,19 @@ TEST_CASE("tokenizer: SentencePiece spaces, dummy prefix and byte fallback", "[t
 
 TEST_CASE("tokenizer: SentencePiece special tokens and the leading-space rule", "[tokenizer][spm]") {
     const auto tok = Tokenizer::from_vocab(small_sentencepiece_vocab());
-    // Starts with a special token: no dummy prefix, nothing stripped on decode.
+    // Every text run gets a dummy prefix, also after special tokens (as llama.cpp and HF);
+    // decode drops one space at the start of each run.
     const std::string text = "<s>hello</s> world";
     auto tokens = tok->encode(text, /*parse_special=*/true, false);
-    CHECK(pieces_of(*tok, tokens) == std::vector<std::string>{"<s>", "hello", "</s>", kMark + "wor", "ld"});
+    CHECK(pieces_of(*tok, tokens) ==
+          std::vector<std::string>{"<s>", kMark + "hello", "</s>", kMark, kMark + "wor", "ld"});
     check_spans(*tok, text, tokens);
+    REQUIRE(tokens.size() == 6);
     CHECK(tokens[0].special);
+    CHECK(tokens[1].begin == 3);  // "▁hello": just "hello"
+    CHECK(tokens[1].end == 8);
+    CHECK(tokens[3].begin == 12);  // the dummy after "</s>": empty
+    CHECK(tokens[3].end == 12);
     CHECK(tok->decode(ids_of(tokens)) == text);
 
     // Not parsed: the markup is text, '<' etc. fall back to bytes.
@@ -557,6 +566,138 @@ TEST_CASE("tokenizer: SentencePiece without add_space_prefix", "[tokenizer][spm]
     CHECK(pieces_of(*tok, tokens) == std::vector<std::string>{"hello", kMark + "wor", "ld"});
     CHECK(tok->decode(ids_of(tokens)) == "hello world");
     CHECK(tok->decode(ids_of(tok->encode(" hello", true, false))) == " hello");
+}
+
+// ---- GGUF metadata -------------------------------------------------------------------------------
+
+namespace {
+
+// Writes just enough GGUF v3 (metadata, no tensors) to exercise Tokenizer::from_gguf.
+class TokenizerGgufWriter {
+public:
+    void string(const std::string& key, const std::string& value) {
+        entry(key, kString);
+        str(value);
+    }
+    void u32(const std::string& key, uint32_t value) {
+        entry(key, kU32);
+        pod(value);
+    }
+    void boolean(const std::string& key, bool value) {
+        entry(key, kBool);
+        pod(static_cast<uint8_t>(value));
+    }
+    void strings(const std::string& key, const std::vector<std::string>& values) {
+        array_header(key, kString, values.size());
+        for (const auto& v : values) str(v);
+    }
+    void f32s(const std::string& key, const std::vector<float>& values) {
+        array_header(key, kF32, values.size());
+        for (float v : values) pod(v);
+    }
+    void i32s(const std::string& key, const std::vector<int32_t>& values) {
+        array_header(key, kI32, values.size());
+        for (int32_t v : values) pod(v);
+    }
+    std::vector<std::byte> finish() const {
+        std::vector<std::byte> out;
+        auto put = [&](const void* p, size_t n) {
+            const auto* b = static_cast<const std::byte*>(p);
+            out.insert(out.end(), b, b + n);
+        };
+        const uint32_t version = 3;
+        const uint64_t tensors = 0;
+        put("GGUF", 4);
+        put(&version, 4);
+        put(&tensors, 8);
+        put(&count_, 8);
+        out.insert(out.end(), body_.begin(), body_.end());
+        while (out.size() % 32) out.push_back(std::byte{0});
+        return out;
+    }
+
+private:
+    static constexpr uint32_t kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8, kArray = 9;
+    template <typename T>
+    void pod(T v) {
+        const auto* b = reinterpret_cast<const std::byte*>(&v);
+        body_.insert(body_.end(), b, b + sizeof v);
+    }
+    void str(const std::string& s) {
+        pod(static_cast<uint64_t>(s.size()));
+        const auto* b = reinterpret_cast<const std::byte*>(s.data());
+        body_.insert(body_.end(), b, b + s.size());
+    }
+    void entry(const std::string& key, uint32_t type) {
+        ++count_;
+        str(key);
+        pod(type);
+    }
+    void array_header(const std::string& key, uint32_t element_type, size_t n) {
+        entry(key, kArray);
+        pod(element_type);
+        pod(static_cast<uint64_t>(n));
+    }
+    std::vector<std::byte> body_;
+    uint64_t count_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("tokenizer: SentencePiece from GGUF metadata", "[tokenizer][spm]") {
+    const auto vocab = small_sentencepiece_vocab();
+    std::vector<int32_t> types;
+    for (auto t : vocab.types) types.push_back(static_cast<int32_t>(t));
+    const std::string llama2_template = fixture().at("template_families").at(2).at("template");
+    REQUIRE(fixture().at("template_families").at(2).at("name") == "llama2");
+
+    TokenizerGgufWriter w;
+    w.string("general.architecture", "llama");
+    w.string("tokenizer.ggml.model", "llama");
+    w.strings("tokenizer.ggml.tokens", vocab.pieces);
+    w.f32s("tokenizer.ggml.scores", vocab.scores);
+    w.i32s("tokenizer.ggml.token_type", types);
+    w.u32("tokenizer.ggml.bos_token_id", 1);
+    w.u32("tokenizer.ggml.eos_token_id", 2);
+    w.u32("tokenizer.ggml.unknown_token_id", 0);
+    w.boolean("tokenizer.ggml.add_bos_token", true);
+    w.string("tokenizer.chat_template", llama2_template);
+    const auto bytes = w.finish();
+    const auto gguf = attn::GgufFile::parse(bytes, "spm.gguf");
+    const auto tok = Tokenizer::from_gguf(*gguf);
+
+    CHECK(tok->kind() == attn::TokenizerKind::SentencePieceBpe);
+    CHECK(tok->bos_id() == 1);
+    CHECK(tok->eos_id() == 2);
+    CHECK(tok->add_bos_token());
+    const auto tokens = tok->encode("hello world");  // add_space_prefix defaults to true
+    CHECK(pieces_of(*tok, tokens) == std::vector<std::string>{"<s>", kMark + "hello", kMark + "wor", "ld"});
+    const std::vector<ChatMessage> messages = {{"system", "S"}, {"user", "hello"}};
+    CHECK(tok->apply_chat_template(messages, true) == "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nhello [/INST]");
+    const auto chat = tok->encode_chat(messages, true);
+    CHECK(chat.front().id == 1);  // the template's "<s>", not an added second BOS
+    CHECK(std::count_if(chat.begin(), chat.end(), [](const Token& t) { return t.id == 1; }) == 1);
+}
+
+TEST_CASE("tokenizer: GGUF tokenizer errors name the file and the problem", "[tokenizer]") {
+    {
+        TokenizerGgufWriter w;
+        w.string("tokenizer.ggml.model", "bert");
+        w.strings("tokenizer.ggml.tokens", {"a"});
+        const auto bytes = w.finish();
+        CHECK_THROWS_WITH(Tokenizer::from_gguf(*attn::GgufFile::parse(bytes, "bert.gguf")),
+                          Catch::Contains("bert.gguf") && Catch::Contains("\"bert\"") && Catch::Contains("gpt2"));
+    }
+    {
+        TokenizerGgufWriter w;
+        w.string("tokenizer.ggml.model", "gpt2");
+        w.strings("tokenizer.ggml.tokens", {"a", "b"});
+        w.strings("tokenizer.ggml.merges", {"a b"});
+        w.string("tokenizer.ggml.pre", "klingon");
+        const auto bytes = w.finish();
+        CHECK_THROWS_WITH(Tokenizer::from_gguf(*attn::GgufFile::parse(bytes, "pre.gguf")),
+                          Catch::Contains("pre.gguf") && Catch::Contains("klingon") && Catch::Contains("smollm"));
+    }
 }
 
 // ---- Hugging Face tokenizer.json ----------------------------------------------------------------

@@ -1,0 +1,191 @@
+// The attnscope executable end to end: every command, its JSON and files, its errors, and a
+// capture killed mid-way that reopens with its complete steps.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "engine/session_file.h"
+#include "tests/model_fixture.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string binary() {
+    const char* bin = std::getenv("ATTNSCOPE_BIN");
+    return bin ? bin : std::string(ATTNSCOPE_SOURCE_DIR) + "/build/attnscope";
+}
+
+struct Result {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+Result run(const std::string& args) {
+    const fs::path dir = fs::temp_directory_path() / ("attnscope_cli_" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    const std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
+    const std::string command = binary() + " " + args + " >" + out + " 2>" + err + " </dev/null";
+    const int status = std::system(command.c_str());
+    auto slurp = [](const std::string& path) {
+        std::ifstream in(path);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+fs::path scratch(const std::string& name) {
+    const fs::path dir = fs::temp_directory_path() / ("attnscope_cli_" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    return dir / name;
+}
+
+// The last line of stdout that parses as JSON.
+nlohmann::json last_json(const std::string& text) {
+    size_t end = text.find_last_not_of('\n');
+    size_t begin = text.rfind('\n', end);
+    return nlohmann::json::parse(text.substr(begin == std::string::npos ? 0 : begin + 1, end + 1));
+}
+
+}  // namespace
+
+TEST_CASE("every command has --help", "[cli]") {
+    for (const char* command : {"", "generate", "capture", "inspect", "tile", "open", "bench", "bench cpu"}) {
+        INFO(command);
+        const Result r = run(std::string(command) + " --help");
+        CHECK(r.exit_code == 0);
+        CHECK(r.out.find("Usage") != std::string::npos);
+    }
+}
+
+TEST_CASE("errors go to stderr with a non-zero exit", "[cli][errors]") {
+    Result r = run("inspect /nonexistent/session.attn");
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find("/nonexistent/session.attn") != std::string::npos);
+    r = run("generate --model /nonexistent/model.gguf --prompt hi");
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find("/nonexistent/model.gguf") != std::string::npos);
+    r = run("frobnicate");
+    CHECK(r.exit_code != 0);
+    const fs::path not_a_session = scratch("garbage.attn");
+    std::ofstream(not_a_session) << "this is not a session file at all";
+    r = run("tile " + not_a_session.string() + " --layer 0 --head 0 --level 0 --x 0 --y 0 --npy /dev/null");
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find("garbage.attn") != std::string::npos);
+}
+
+TEST_CASE("capture, inspect and tile on the default model", "[cli]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
+    const fs::path session = scratch("cli.attn");
+    Result r = run("capture --prompt 'The sky is blue because' -n 6 --backend cpu -q -o " + session.string());
+    REQUIRE(r.exit_code == 0);
+    CHECK(!r.out.empty());
+    REQUIRE(fs::exists(session));
+    CHECK_FALSE(fs::exists(session.string() + ".partial"));
+
+    r = run("inspect " + session.string() + " --layer 2 --head 5 --query 7 --json");
+    REQUIRE(r.exit_code == 0);
+    const nlohmann::json row = last_json(r.out);
+    const auto probs = row["probs"].get<std::vector<double>>();
+    REQUIRE(probs.size() == 8);
+    double sum = 0;
+    for (double p : probs) sum += p;
+    CHECK(sum == Approx(1.0).margin(1e-5));
+    CHECK(row["tokens"].size() == 8);
+
+    r = run("inspect " + session.string() + " --json");
+    REQUIRE(r.exit_code == 0);
+    const nlohmann::json stats = last_json(r.out);
+    CHECK(stats["heads"].size() == static_cast<size_t>(model->config.n_layer * model->config.n_head));
+    for (const auto& h : stats["heads"]) {
+        CHECK(h["max"].get<double>() <= 1.0);
+        CHECK(h["entropy"].get<double>() >= 0.0);
+    }
+
+    const fs::path npy = scratch("tile.npy"), png = scratch("tile.png");
+    r = run("tile " + session.string() + " --layer 2 --head 5 --level 0 --x 0 --y 0 --npy " + npy.string() +
+            " --png " + png.string());
+    REQUIRE(r.exit_code == 0);
+    std::ifstream in(npy, std::ios::binary);
+    std::string bytes(std::istreambuf_iterator<char>(in), {});
+    REQUIRE(bytes.substr(0, 6) == "\x93NUMPY");
+    const size_t header = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
+    CHECK((10 + header) % 64 == 0);
+    CHECK(bytes.find("'shape': (256, 256)") != std::string::npos);
+    REQUIRE(bytes.size() == 10 + header + 256 * 256 * 4);
+    const float* values = reinterpret_cast<const float*>(bytes.data() + 10 + header);
+    double total = 0;
+    for (int i = 0; i < 256 * 256; ++i) total += values[i];
+    CHECK(total == Approx(static_cast<double>(stats["positions"].get<int64_t>())).epsilon(1e-5));
+    std::ifstream png_in(png, std::ios::binary);
+    char magic[8] = {};
+    png_in.read(magic, 8);
+    CHECK(std::string(magic + 1, 3) == "PNG");
+}
+
+TEST_CASE("generate streams the same greedy text as the engine", "[cli]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
+    const Result a = run("generate --prompt 'Once upon a time' -n 8 -q --backend cpu");
+    const Result b = run("generate --prompt 'Once upon a time' -n 8 -q --greedy --backend cpu");
+    REQUIRE(a.exit_code == 0);
+    CHECK(a.out == b.out);
+    CHECK(a.out.size() > 8);
+    const Result s1 = run("generate --prompt 'Once upon a time' -n 8 -q --temperature 1.2 --seed 5");
+    const Result s2 = run("generate --prompt 'Once upon a time' -n 8 -q --temperature 1.2 --seed 5");
+    CHECK(s1.out == s2.out);
+}
+
+TEST_CASE("a capture killed mid-way reopens with its complete steps", "[cli][session]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
+    const fs::path session = scratch("killed.attn");
+    const fs::path partial = session.string() + ".partial";
+    fs::remove(session);
+    fs::remove(partial);
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        const int devnull = ::open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execl(binary().c_str(), "attnscope", "capture", "--prompt", "Count from one to one hundred:", "-n", "400",
+              "--ignore-eos", "--flush-every", "1", "-q", "--backend", "cpu", "-o", session.c_str(),
+              static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    // Wait until a few steps are on disk, then kill it hard.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    uintmax_t size_seen = 0;
+    int growths = 0;
+    while (std::chrono::steady_clock::now() < deadline && growths < 4) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        std::error_code ec;
+        const uintmax_t size = fs::file_size(partial, ec);
+        if (!ec && size > size_seen) {
+            size_seen = size;
+            ++growths;
+        }
+    }
+    kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+    REQUIRE(growths >= 4);
+    CHECK_FALSE(fs::exists(session));  // never renamed: it did not finish
+    const attn::Session recovered = attn::load_session(partial.string());
+    CHECK(recovered.recovered_incomplete);
+    CHECK(recovered.steps.size() >= 2);
+    CHECK(recovered.capture->positions() >= recovered.prompt_tokens + 2);
+    CHECK(recovered.capture->overview_complete());
+    const Result r = run("inspect " + partial.string() + " --layer 0 --head 0 --json");
+    CHECK(r.exit_code == 0);
+}
