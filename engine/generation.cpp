@@ -123,7 +123,8 @@ Session generate(const Model& model, Backend& backend, const GenerationRequest& 
     } else {
         session.text = request.prompt;
     }
-    session.tokens = tokenizer.encode(session.text, true, tokenizer.add_bos_token());
+    // A chat template writes its own BOS text where it wants one; plain prompts get the model's BOS policy.
+    session.tokens = tokenizer.encode(session.text, true, !s.chat && tokenizer.add_bos_token());
     if (session.tokens.empty()) fail("the prompt is empty: nothing to run");
     session.prompt_tokens = static_cast<int64_t>(session.tokens.size());
 

@@ -24,7 +24,9 @@
 // input and right after every matched special token (as llama.cpp and HF's Llama
 // tokenizer.json do, so "<s>[INST]" gives "<s>", "▁[", ...), and decode() removes one
 // leading space from the first id and from every id that follows a special id, when that
-// id is not special itself and its bytes start with a space.
+// id is not special itself and its bytes start with a space. A "▁" (U+2581) typed in the
+// input is encoded as its three byte pieces, never as the space mark, so it decodes back
+// to "▁" (sentencepiece itself would turn it into a space).
 //
 // Special tokens: Control tokens (GGUF token_type 3; HF added_tokens with special=true) are
 // matched as whole tokens only when parse_special is true. User-defined tokens (type 4; HF

@@ -189,25 +189,18 @@ void ByteLevelBpe::encode_text(std::string_view text, size_t begin, size_t end, 
     }
     UErrorCode status = U_ZERO_ERROR;
     // Native indexes of a UTF-8 UText are byte offsets, so matches come back as spans.
-    UText* utext = utext_openUTF8(nullptr, text.data(), static_cast<int64_t>(text.size()), &status);
-    std::vector<std::unique_ptr<icu::RegexMatcher>> matchers;
+    struct CloseUText {
+        void operator()(UText* t) const { utext_close(t); }
+    };
+    const std::unique_ptr<UText, CloseUText> utext(
+        utext_openUTF8(nullptr, text.data(), static_cast<int64_t>(text.size()), &status));
+    std::vector<std::unique_ptr<icu::RegexMatcher>> matchers;  // destroyed before the UText
     for (const auto& pattern : patterns_) {
         matchers.emplace_back(pattern->matcher(status));
-        if (U_SUCCESS(status)) matchers.back()->reset(utext);
+        if (U_SUCCESS(status)) matchers.back()->reset(utext.get());
     }
-    if (U_FAILURE(status)) {
-        utext_close(utext);
-        fail("ICU regex matcher failed: ", u_errorName(status));
-    }
-    try {
-        split_and_encode(0, matchers, text, begin, end, scratch, out);
-    } catch (...) {
-        matchers.clear();
-        utext_close(utext);
-        throw;
-    }
-    matchers.clear();
-    utext_close(utext);
+    if (U_FAILURE(status)) fail("ICU regex matcher failed: ", u_errorName(status));
+    split_and_encode(0, matchers, text, begin, end, scratch, out);
 }
 
 void ByteLevelBpe::split_and_encode(size_t level, std::vector<std::unique_ptr<icu::RegexMatcher>>& matchers,

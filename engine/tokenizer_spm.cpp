@@ -56,6 +56,7 @@ private:
         uint32_t norm_begin, norm_size;  // bytes in the normalized ("▁") text; size 0 = merged away
         uint32_t begin, end;             // input bytes it stands for
         int32_t prev, next;
+        bool literal_mark;  // a "▁" typed in the input: kept apart so it decodes back to "▁"
     };
     struct Bigram {
         float score;
@@ -116,10 +117,11 @@ SentencePieceBpe::SentencePieceBpe(SentencePieceVocab vocab) {
 void SentencePieceBpe::encode_text(std::string_view text, size_t begin, size_t end, std::vector<Token>& out) const {
     std::string norm;
     std::vector<Symbol> symbols;
-    auto add_symbol = [&](std::string_view norm_bytes, size_t in_begin, size_t in_end) {
+    auto add_symbol = [&](std::string_view norm_bytes, size_t in_begin, size_t in_end, bool literal_mark = false) {
         const auto index = static_cast<int32_t>(symbols.size());
         symbols.push_back({static_cast<uint32_t>(norm.size()), static_cast<uint32_t>(norm_bytes.size()),
-                           static_cast<uint32_t>(in_begin), static_cast<uint32_t>(in_end), index - 1, index + 1});
+                           static_cast<uint32_t>(in_begin), static_cast<uint32_t>(in_end), index - 1, index + 1,
+                           literal_mark});
         norm += norm_bytes;
     };
     if (add_space_prefix_) add_symbol(kSpaceMark, begin, begin);
@@ -130,7 +132,8 @@ void SentencePieceBpe::encode_text(std::string_view text, size_t begin, size_t e
             continue;
         }
         const size_t length = detail::utf8_sequence_length(static_cast<unsigned char>(text[pos]));
-        add_symbol(text.substr(pos, length), pos, pos + length);
+        const std::string_view character = text.substr(pos, length);
+        add_symbol(character, pos, pos + length, character == kSpaceMark);
         pos += length;
     }
     if (symbols.empty()) return;
@@ -142,6 +145,7 @@ void SentencePieceBpe::encode_text(std::string_view text, size_t begin, size_t e
         const Symbol& l = symbols[static_cast<size_t>(left)];
         if (l.next < 0) return;
         const Symbol& r = symbols[static_cast<size_t>(l.next)];
+        if (l.literal_mark || r.literal_mark) return;
         const std::string_view pair(norm.data() + l.norm_begin, l.norm_size + r.norm_size);
         auto it = mergeable_.find(pair);
         if (it == mergeable_.end()) return;
@@ -174,13 +178,15 @@ void SentencePieceBpe::encode_text(std::string_view text, size_t begin, size_t e
 
 void SentencePieceBpe::emit_symbol(std::string_view norm, const Symbol& symbol, std::vector<Token>& out) const {
     const std::string_view piece = norm.substr(symbol.norm_begin, symbol.norm_size);
-    if (auto it = mergeable_.find(piece); it != mergeable_.end()) {
+    auto it = symbol.literal_mark ? mergeable_.end() : mergeable_.find(piece);
+    if (it != mergeable_.end()) {
         out.push_back({it->second, symbol.begin, symbol.end, false, false});
         return;
     }
-    // No piece: a single character (merges only ever form vocab pieces). A "▁" that stands
-    // for a space (or the dummy prefix) falls back to the space byte, so decode stays exact.
-    const bool is_space_mark = piece == kSpaceMark;
+    // No piece: a single character (merges only ever form vocab pieces), or a typed "▁". A
+    // "▁" that stands for a space (or the dummy prefix) falls back to the space byte, so
+    // decode stays exact.
+    const bool is_space_mark = piece == kSpaceMark && !symbol.literal_mark;
     const std::string_view fallback = is_space_mark ? std::string_view(" ") : piece;
     const bool have_all_bytes = std::all_of(fallback.begin(), fallback.end(), [this](char c) {
         return byte_piece_[static_cast<unsigned char>(c)] >= 0;

@@ -558,6 +558,38 @@ TEST_CASE("tokenizer: SentencePiece special tokens and the leading-space rule", 
     }
 }
 
+TEST_CASE("tokenizer: SentencePiece keeps a typed U+2581 apart from spaces", "[tokenizer][spm]") {
+    const auto tok = Tokenizer::from_vocab(small_sentencepiece_vocab());
+    const std::string text = "h" + kMark + "e";
+    const auto tokens = tok->encode(text, true, false);
+    CHECK(pieces_of(*tok, tokens) == std::vector<std::string>{kMark, "h", "<0xE2>", "<0x96>", "<0x81>", "e"});
+    check_spans(*tok, text, tokens);
+    CHECK(tok->decode(ids_of(tokens)) == text);
+}
+
+TEST_CASE("tokenizer: SentencePiece matches the sentencepiece library", "[tokenizer][spm]") {
+    // A BPE model trained by tests/reference/make_tokenizer_fixtures.py with sentencepiece.
+    std::ifstream in(std::string(ATTNSCOPE_FIXTURES_DIR) + "/tokenizer_spm_reference.json");
+    REQUIRE(in.good());
+    const json reference = json::parse(in);
+    attn::SentencePieceVocab vocab;
+    vocab.pieces = reference.at("pieces").get<std::vector<std::string>>();
+    vocab.scores = reference.at("scores").get<std::vector<float>>();
+    for (int type : reference.at("types")) vocab.types.push_back(static_cast<TokenType>(type));
+    vocab.bos_id = reference.at("bos_id");
+    vocab.eos_id = reference.at("eos_id");
+    vocab.unk_id = reference.at("unk_id");
+    const auto tok = Tokenizer::from_vocab(vocab);
+    for (const auto& c : reference.at("cases")) {
+        const std::string text = c.at("text");
+        INFO(text);
+        const auto tokens = tok->encode(text, /*parse_special=*/false, /*add_bos=*/false);
+        CHECK(ids_of(tokens) == c.at("ids").get<std::vector<int32_t>>());
+        check_spans(*tok, text, tokens);
+        CHECK(tok->decode(ids_of(tokens)) == text);
+    }
+}
+
 TEST_CASE("tokenizer: SentencePiece without add_space_prefix", "[tokenizer][spm]") {
     auto vocab = small_sentencepiece_vocab();
     vocab.add_space_prefix = false;

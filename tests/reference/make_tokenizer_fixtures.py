@@ -17,6 +17,11 @@ Two references are built from the default model's GGUF
 The C++ test compares against "original" ("ids"). Every case also records the hf_gguf ids
 and whether they agree, so a difference between the two conversions stays visible.
 
+It also writes tests/fixtures/tokenizer_spm_reference.json when the `sentencepiece` package is
+installed: a small SentencePiece BPE model trained here (byte fallback, dummy prefix) and
+its encodings, for the SentencePiece tokenizer (there is no Llama 2 GGUF to compare with).
+
+Needs: transformers, tokenizers, gguf (and optionally sentencepiece); no network.
 Usage: make_tokenizer_fixtures.py [--model PATH] [--out FILE]
 """
 
@@ -168,6 +173,64 @@ def render_template_families() -> list[dict]:
             renders.append(entry)
         out.append({"name": name, "bos_token": bos, "eos_token": eos, "template": source, "renders": renders})
     return out
+
+
+# A small SentencePiece BPE model (Llama 2 style: byte fallback, dummy prefix, no
+# normalization) trained on this text, to check the C++ SentencePiece tokenizer against
+# the sentencepiece library itself. Skipped if sentencepiece is not installed.
+SPM_TRAINING_TEXT = [text for _, text in CASES if text.strip()] + [
+    "Attention maps show which earlier tokens each token looks at when the model predicts the next one.",
+    "Sliding-window models only see a fixed number of recent tokens; grouped-query attention shares keys.",
+    "The tokenizer turns text into pieces; every piece keeps the byte span it came from.",
+    "Über den Wolken muss die Freiheit wohl grenzenlos sein. Ça va très bien, merci beaucoup!",
+    "東京は日本の首都です。北京是中国的首都。서울은 한국의 수도입니다.",
+]
+SPM_CASES = [text for name, text in CASES if "<|" not in text and "<file_sep>" not in text] + [
+    "hello world", " leading space", "trailing space ", "two  spaces", "\ttab\nnewline",
+    "unseen characters: ꙮ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ☃", "numbers 1234567890 and 3.14159",
+]
+
+
+def make_spm_reference() -> dict | None:
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n".join(line for text in SPM_TRAINING_TEXT for line in text.splitlines() if line.strip()),
+                          encoding="utf-8")
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=str(Path(tmp) / "sp"), vocab_size=600, model_type="bpe",
+            byte_fallback=True, character_coverage=0.995, add_dummy_prefix=True, remove_extra_whitespaces=False,
+            normalization_rule_name="identity", split_digits=True, num_threads=1, hard_vocab_limit=False,
+            allow_whitespace_only_pieces=True, minloglevel=2)
+        sp = spm.SentencePieceProcessor(model_file=str(Path(tmp) / "sp.model"))
+    n = sp.get_piece_size()
+
+    def piece_type(i: int) -> int:  # GGUF / llama.cpp token_type numbering
+        if sp.is_unknown(i):
+            return 2
+        if sp.is_control(i):
+            return 3
+        if sp.is_byte(i):
+            return 6
+        if sp.is_unused(i):
+            return 5
+        return 1
+
+    return {
+        "sentencepiece_version": spm.__version__,
+        "pieces": [sp.id_to_piece(i) for i in range(n)],
+        "scores": [sp.get_score(i) for i in range(n)],
+        "types": [piece_type(i) for i in range(n)],
+        "bos_id": sp.bos_id(),
+        "eos_id": sp.eos_id(),
+        "unk_id": sp.unk_id(),
+        "cases": [{"text": text, "ids": sp.encode(text)} for text in SPM_CASES],
+    }
 
 
 def sha256_file(path: Path) -> str:
@@ -332,6 +395,15 @@ def main() -> int:
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
         f.write("\n")
+    spm_reference = make_spm_reference()
+    spm_out = args.out.parent / "tokenizer_spm_reference.json"
+    if spm_reference is None:
+        print(f"note: sentencepiece is not installed; {spm_out} left as it is")
+    else:
+        with open(spm_out, "w", encoding="utf-8") as f:
+            json.dump(spm_reference, f, ensure_ascii=False)
+            f.write("\n")
+        print(f"wrote {spm_out}: {len(spm_reference['pieces'])} pieces, {len(spm_reference['cases'])} cases")
     print(f"wrote {args.out}: {len(cases)} cases ({len(mismatches)} differ in hf_gguf: {mismatches}), "
           f"{len(chats)} chats")
     return 0
