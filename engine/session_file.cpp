@@ -341,6 +341,7 @@ json json_from_config(const ModelConfig& config) {
           {"high_freq_factor", json_from_double(config.rope_scaling.high_freq_factor)},
           {"original_context", json_from_double(config.rope_scaling.original_context)}}},
         {"qkv_bias", config.qkv_bias},
+        {"output_bias", config.output_bias},
         {"tied_embeddings", config.tied_embeddings},
         {"sliding_window", config.sliding_window},
     };
@@ -378,6 +379,7 @@ ModelConfig config_from_json(const json& value) {
     config.rope_scaling.high_freq_factor = double_field(scaling, "high_freq_factor");
     config.rope_scaling.original_context = double_field(scaling, "original_context");
     config.qkv_bias = bool_field(value, "qkv_bias");
+    config.output_bias = value.value("output_bias", false);  // absent in files from before the field
     config.tied_embeddings = bool_field(value, "tied_embeddings");
     config.sliding_window = int_field<int>(value, "sliding_window");
     return config;

@@ -1,6 +1,7 @@
 // attnscope: real-time attention debugger. This is the command-line entry point.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "engine/error.h"
 #include "ui/cli/commands.h"
@@ -9,6 +10,7 @@ int main(int argc, char** argv) {
     CLI::App app{"attnscope — attention debugger for transformer language models"};
     app.require_subcommand(1);
     app.set_help_all_flag("--help-all", "Help for every command");
+    app.set_version_flag("--version", std::string("attnscope ") + ATTNSCOPE_VERSION);
     attn::cli::add_generate_commands(app);
     attn::cli::add_inspect_command(app);
     attn::cli::add_tile_command(app);
