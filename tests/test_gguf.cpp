@@ -14,28 +14,20 @@
 
 #include "engine/error.h"
 #include "engine/gguf.h"
+#include "tests/test_support.h"
 
 using Catch::Contains;
 
 namespace {
 
-std::string format_fixture(const std::string& name) { return std::string(ATTNSCOPE_FIXTURES_DIR) + "/formats/" + name; }
+std::string format_fixture(const std::string& name) { return attn::testing::fixture_path("formats/" + name); }
 
 std::vector<std::byte> read_bytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    REQUIRE(in.good());
-    std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::vector<std::byte> bytes(raw.size());
-    std::memcpy(bytes.data(), raw.data(), raw.size());
-    return bytes;
+    REQUIRE(std::filesystem::exists(path));
+    return attn::testing::read_file_bytes(path);
 }
 
-std::vector<float> read_f32_file(const std::string& path) {
-    const std::vector<std::byte> bytes = read_bytes(path);
-    std::vector<float> values(bytes.size() / 4);
-    std::memcpy(values.data(), bytes.data(), values.size() * 4);
-    return values;
-}
+using attn::testing::read_f32_file;
 
 std::unique_ptr<attn::GgufFile> parse(const std::vector<std::byte>& bytes, const std::string& name = "crafted.gguf") {
     return attn::GgufFile::parse(bytes, name);

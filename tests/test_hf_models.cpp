@@ -26,10 +26,12 @@
 #include "engine/model.h"
 #include "engine/session.h"
 #include "engine/tile_source.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace attn;
 using nlohmann::json;
+using attn::testing::TempDir;
 
 namespace {
 
@@ -68,31 +70,10 @@ std::vector<int32_t> ids_of(const std::vector<Token>& tokens) {
     return ids;
 }
 
-// A fresh directory under the system temp directory, removed afterwards.
-class TempDir {
-public:
-    explicit TempDir(const std::string& name) {
-        static int counter = 0;
-        root_ = fs::temp_directory_path() /
-                ("attnscope_hf_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + name);
-        fs::remove_all(root_);
-        fs::create_directories(root_);
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(root_, ignored);
-    }
-    std::string path() const { return root_.string(); }
-    std::string file(const std::string& name) const { return (root_ / name).string(); }
-
-private:
-    fs::path root_;
-};
 
 std::string read_bytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    REQUIRE(in);
-    return std::string(std::istreambuf_iterator<char>(in), {});
+    REQUIRE(fs::exists(path));
+    return attn::testing::read_file_string(path);
 }
 
 void write_bytes(const std::string& path, std::string_view bytes) {

@@ -19,36 +19,16 @@
 
 #include "engine/error.h"
 #include "engine/session_file.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace attn;
+using attn::testing::TempDir;
 
 namespace {
 
-// A fresh directory per test under the system temp directory, removed afterwards.
-class TempDir {
-public:
-    explicit TempDir(const std::string& name) {
-        static int counter = 0;
-        root_ = fs::temp_directory_path() /
-                ("attnscope_session_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + name);
-        fs::remove_all(root_);
-        fs::create_directories(root_);
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(root_, ignored);
-    }
-    std::string file(const std::string& name) const { return (root_ / name).string(); }
 
-private:
-    fs::path root_;
-};
-
-std::string read_bytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
+std::string read_bytes(const std::string& path) { return attn::testing::read_file_string(path); }
 
 void write_bytes(const std::string& path, std::string_view bytes) {
     // A new file rather than a truncated one: ext4 flushes files replaced by truncation.
