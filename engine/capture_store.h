@@ -33,7 +33,7 @@ struct CaptureShape {
 
 class CaptureStore {
 public:
-    static constexpr int kChunkPositions = 4096;   // multiple of the 256-cell tile edge
+    static constexpr int kChunkPositions = 1024;   // multiple of the 256-cell tile edge; small enough that the last chunk wastes little
     static constexpr int kOverviewBlock = 128;     // overview cell edge, in tokens
 
     explicit CaptureStore(const CaptureShape& shape);

@@ -1,0 +1,122 @@
+#pragma once
+// AttentionMapRenderer: draws one (layer, head) attention matrix from the TileCache.
+//
+// Per frame: choose the level (one cell ≤ one pixel), enumerate the visible lower-triangle tiles,
+// request the missing ones (visible first, nearest the centre first; stale requests cancelled),
+// upload what producers finished, colour new or out-of-date tiles in a compute pass (budgeted
+// per frame), then draw one instanced quad per tile — a missing tile shows the sub-rectangle of
+// its nearest cached ancestor, upscaled — into an offscreen RGBA8 target. A frame whose draw list,
+// colours and view are unchanged is not re-rendered at all.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ui/render/colormap.h"
+#include "ui/render/tile_cache.h"
+#include "ui/render/view_transform.h"
+
+namespace attn::render {
+
+struct RenderSettings {
+    int layer = 0, head = 0;
+    Plane plane = Plane::Max;
+    Colormap colormap = Colormap::Viridis;
+    ValueScale scale = ValueScale::Log;
+    bool lock_range = false;        // keep the current range while the view moves
+    bool manual_range = false;      // use range_low/high as given (log10 values when scale is Log)
+    float range_low = -6, range_high = 0;
+    float log_decades = 6;          // automatic log range: [max · 10^-decades, max]
+    int max_colorize_per_frame = 32;
+    int max_uploads_per_frame = 64;
+    bool operator==(const RenderSettings&) const = default;
+};
+
+// The value range every visible tile is coloured with (one range: no seams between tiles).
+struct ColorRange {
+    float low = 0, high = 1;  // log10 values when log_scale
+    bool log_scale = true;
+    Colormap colormap = Colormap::Viridis;
+    bool operator==(const ColorRange&) const = default;
+};
+
+struct FrameStats {
+    bool rendered = false;     // false: nothing changed, the previous image stands
+    int level = 0;
+    int visible_tiles = 0;     // at the drawn level, lower triangle
+    int exact_tiles = 0;       // drawn from their own (coloured, current-range) tile
+    int fallback_tiles = 0;    // drawn from an ancestor
+    int missing_tiles = 0;     // nothing cached to draw yet
+    int uploads = 0, colorized = 0;
+    ColorRange range;
+    double cpu_ms = 0;         // whole frame on the calling thread, GPU wait included
+    bool all_exact() const { return exact_tiles == visible_tiles; }
+};
+
+class AttentionMapRenderer {
+public:
+    static constexpr std::array<float, 4> kEmptyColor{0.10f, 0.10f, 0.11f, 1.0f};
+
+    AttentionMapRenderer(VulkanContext& context, TileCache& cache, int64_t positions, uint32_t width, uint32_t height);
+    ~AttentionMapRenderer();
+    AttentionMapRenderer(const AttentionMapRenderer&) = delete;
+    AttentionMapRenderer& operator=(const AttentionMapRenderer&) = delete;
+
+    uint32_t width() const { return target_.width; }
+    uint32_t height() const { return target_.height; }
+    int64_t positions() const { return positions_; }
+
+    FrameStats render(const ViewTransform& view, const RenderSettings& settings);
+    // RGBA8 pixels of the last rendered frame, row-major from the top.
+    std::vector<uint8_t> read_pixels();
+    void write_png(const std::string& path);
+
+    // The range the tiles on screen would share, from their per-tile statistics (exact tiles at
+    // the drawn level when there are any, else whatever stands in for them).
+    ColorRange current_range() const { return range_; }
+
+private:
+    struct Instance {
+        float pixel_rect[4];
+        float texel_rect[4];
+        uint32_t layer;
+    };
+    struct ColorizeJob {
+        CachedTile* tile;
+        TileKey key;
+    };
+    void create_pipelines();
+    ColorRange choose_range(const RenderSettings& settings, const std::vector<const CachedTile*>& exact,
+                            const std::vector<const CachedTile*>& stand_ins) const;
+    uint64_t stamp_for(const ColorRange& range);
+
+    VulkanContext& context_;
+    TileCache& cache_;
+    int64_t positions_;
+    int top_level_;
+
+    GpuImage target_;
+    VkRenderPass render_pass_ = VK_NULL_HANDLE;
+    VkFramebuffer framebuffer_ = VK_NULL_HANDLE;
+    VkSampler sampler_ = VK_NULL_HANDLE;
+    VkDescriptorPool descriptor_pool_ = VK_NULL_HANDLE;
+    VkDescriptorSetLayout colorize_set_layout_ = VK_NULL_HANDLE, draw_set_layout_ = VK_NULL_HANDLE;
+    VkDescriptorSet colorize_set_ = VK_NULL_HANDLE, draw_set_ = VK_NULL_HANDLE;
+    VkPipelineLayout colorize_layout_ = VK_NULL_HANDLE, draw_layout_ = VK_NULL_HANDLE;
+    VkPipeline colorize_pipeline_ = VK_NULL_HANDLE, draw_pipeline_ = VK_NULL_HANDLE;
+    GpuBuffer colormap_buffer_;
+    GpuBuffer instance_buffer_;
+    GpuBuffer readback_;
+    static constexpr uint32_t kMaxInstances = 16384;
+
+    uint64_t frame_ = 0;
+    ColorRange range_;
+    bool have_range_ = false;
+    Colormap uploaded_colormap_ = Colormap::Viridis;
+    bool colormap_uploaded_ = false;
+    std::vector<std::pair<ColorRange, uint64_t>> stamps_;  // each distinct colouring gets a stamp
+    std::vector<Instance> last_instances_;
+    bool have_image_ = false;
+};
+
+}  // namespace attn::render

@@ -1,0 +1,205 @@
+#include "ui/view/headless.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "engine/error.h"
+
+namespace attn::view {
+
+namespace {
+
+// verb → (min args, max args)
+const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
+    static const std::map<std::string, std::pair<size_t, size_t>> table = {
+        {"fit", {0, 0}},      {"show", {4, 4}},   {"zoom", {1, 3}},     {"pan", {2, 2}},
+        {"layer", {1, 1}},    {"head", {1, 1}},   {"plane", {1, 1}},    {"colormap", {1, 1}},
+        {"scale", {1, 1}},    {"range", {1, 2}},  {"hover", {2, 2}},    {"wait", {1, 1}},
+        {"wait_exact", {0, 1}}, {"screenshot", {1, 1}}};
+    return table;
+}
+
+double number(const ScriptAction& a, size_t i) {
+    try {
+        size_t used = 0;
+        const double v = std::stod(a.args.at(i), &used);
+        if (used != a.args[i].size()) throw std::invalid_argument("trailing");
+        return v;
+    } catch (const std::exception&) {
+        fail("script line ", a.line, ": '", a.verb, "' expects a number, got '", a.args.at(i), "'");
+    }
+}
+
+}  // namespace
+
+std::vector<ScriptAction> parse_script(const std::string& text, const std::string& source_name) {
+    std::vector<ScriptAction> actions;
+    std::istringstream lines(text);
+    std::string line;
+    int number_of_line = 0;
+    while (std::getline(lines, line)) {
+        ++number_of_line;
+        if (const size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+        std::istringstream words(line);
+        ScriptAction action;
+        action.line = number_of_line;
+        if (!(words >> action.verb)) continue;
+        for (std::string w; words >> w;) action.args.push_back(w);
+        const auto it = verbs().find(action.verb);
+        if (it == verbs().end()) fail(source_name, ":", number_of_line, ": unknown action '", action.verb, "'");
+        if (action.args.size() < it->second.first || action.args.size() > it->second.second)
+            fail(source_name, ":", number_of_line, ": '", action.verb, "' takes ", it->second.first,
+                 it->second.first == it->second.second ? "" : cat("..", it->second.second), " argument(s), got ",
+                 action.args.size());
+        actions.push_back(std::move(action));
+    }
+    return actions;
+}
+
+HeadlessView::HeadlessView(render::VulkanContext& context, const Session& session, const HeadlessOptions& options)
+    : session_(session), source_(*session.capture), settings_(options.settings) {
+    if (!session.capture || session.capture->positions() == 0) fail("the session holds no capture");
+    const CaptureShape& shape = session.capture->shape();
+    if (options.layer < 0 || options.layer >= shape.n_layer)
+        fail("--layer ", options.layer, " is out of range (0..", shape.n_layer - 1, ")");
+    if (options.head < 0 || options.head >= shape.n_head)
+        fail("--head ", options.head, " is out of range (0..", shape.n_head - 1, ")");
+    settings_.layer = options.layer;
+    settings_.head = options.head;
+    cache_ = std::make_unique<render::TileCache>(context, source_, options.cache);
+    renderer_ = std::make_unique<render::AttentionMapRenderer>(context, *cache_, session.capture->positions(),
+                                                               options.width, options.height);
+    view_.width = static_cast<int>(options.width);
+    view_.height = static_cast<int>(options.height);
+    view_.fit(session.capture->positions());
+}
+
+HeadlessView::~HeadlessView() = default;
+
+render::FrameStats HeadlessView::frame() {
+    last_ = renderer_->render(view_, settings_);
+    return last_;
+}
+
+render::FrameStats HeadlessView::wait_exact(double timeout_seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
+    for (;;) {
+        frame();
+        if (last_.all_exact()) return last_;
+        if (std::chrono::steady_clock::now() > deadline) return last_;
+        // Nothing to draw until a producer finishes: don't spin on the CPU the producers need.
+        if (last_.uploads == 0 && last_.colorized == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+}
+
+void HeadlessView::screenshot(const std::string& path) { renderer_->write_png(path); }
+
+std::string HeadlessView::token_text(int64_t position) const {
+    if (position < 0 || position >= static_cast<int64_t>(session_.tokens.size())) return {};
+    const Token& t = session_.tokens[static_cast<size_t>(position)];
+    if (t.end > session_.text.size() || t.begin > t.end) return {};
+    return session_.text.substr(t.begin, t.end - t.begin);
+}
+
+HoverInfo HeadlessView::hover(double px, double py) const {
+    HoverInfo info;
+    const int64_t n = session_.capture->positions();
+    info.level = render::lod_level(view_.tokens_per_pixel, render::top_level(n));
+    // The token under the pixel's centre.
+    const double key = std::floor(view_.key_at(px + 0.5)), query = std::floor(view_.query_at(py + 0.5));
+    if (key < 0 || query < 0 || key >= static_cast<double>(n) || query >= static_cast<double>(n)) return info;
+    info.key = static_cast<int64_t>(key);
+    info.query = static_cast<int64_t>(query);
+    info.query_token = token_text(info.query);
+    info.key_token = token_text(info.key);
+    if (info.key > info.query) return info;  // causal upper triangle: empty
+    info.inside = true;
+    const std::vector<float> row = source_.row(settings_.layer, settings_.head, info.query);
+    info.probability = row[static_cast<size_t>(info.key)];
+    info.rank = 1 + std::count_if(row.begin(), row.end(), [&](float p) { return p > info.probability; });
+    // The aggregated cell at the drawn level, from the same tile the renderer shows.
+    const int64_t span = int64_t(Tile::kEdge) << info.level;
+    const Tile tile = source_.tile({settings_.layer, settings_.head, info.level, info.key / span, info.query / span});
+    const size_t cell = static_cast<size_t>(((info.query % span) >> info.level) * Tile::kEdge + ((info.key % span) >> info.level));
+    info.cell_sum = tile.sum[cell];
+    info.cell_max = tile.max[cell];
+    return info;
+}
+
+std::string hover_json(const HoverInfo& hover) {
+    nlohmann::json j;
+    j["hover"] = {{"inside", hover.inside}, {"query", hover.query},           {"key", hover.key},
+                  {"probability", hover.probability}, {"rank", hover.rank}, {"level", hover.level},
+                  {"cell_sum", hover.cell_sum},       {"cell_max", hover.cell_max},
+                  {"query_token", hover.query_token}, {"key_token", hover.key_token}};
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void HeadlessView::run(const std::vector<ScriptAction>& actions, std::FILE* log) {
+    const CaptureShape& shape = session_.capture->shape();
+    for (const ScriptAction& a : actions) {
+        const std::string& v = a.verb;
+        if (v == "fit") {
+            view_.fit(session_.capture->positions());
+        } else if (v == "show") {
+            view_.show(number(a, 0), number(a, 1), number(a, 2), number(a, 3));
+        } else if (v == "zoom") {
+            const double factor = number(a, 0);
+            if (!(factor > 0)) fail("script line ", a.line, ": zoom factor must be positive");
+            const double px = a.args.size() >= 3 ? number(a, 1) : view_.width / 2.0;
+            const double py = a.args.size() >= 3 ? number(a, 2) : view_.height / 2.0;
+            view_.zoom_at(px, py, factor);
+        } else if (v == "pan") {
+            view_.pan_pixels(number(a, 0), number(a, 1));
+        } else if (v == "layer" || v == "head") {
+            const int value = static_cast<int>(number(a, 0));
+            const int limit = v == "layer" ? shape.n_layer : shape.n_head;
+            if (value < 0 || value >= limit) fail("script line ", a.line, ": ", v, " ", value, " is out of range (0..", limit - 1, ")");
+            (v == "layer" ? settings_.layer : settings_.head) = value;
+        } else if (v == "plane") {
+            if (a.args[0] != "sum" && a.args[0] != "max") fail("script line ", a.line, ": plane is sum or max");
+            settings_.plane = a.args[0] == "sum" ? render::Plane::Sum : render::Plane::Max;
+        } else if (v == "colormap") {
+            const auto map = render::parse_colormap(a.args[0]);
+            if (!map) fail("script line ", a.line, ": unknown colormap '", a.args[0], "' (viridis, magma, diverging)");
+            settings_.colormap = *map;
+        } else if (v == "scale") {
+            if (a.args[0] != "log" && a.args[0] != "linear") fail("script line ", a.line, ": scale is log or linear");
+            settings_.scale = a.args[0] == "log" ? render::ValueScale::Log : render::ValueScale::Linear;
+        } else if (v == "range") {
+            settings_.manual_range = false;
+            settings_.lock_range = false;
+            if (a.args.size() == 2) {
+                settings_.manual_range = true;
+                settings_.range_low = static_cast<float>(number(a, 0));
+                settings_.range_high = static_cast<float>(number(a, 1));
+            } else if (a.args[0] == "lock") {
+                settings_.lock_range = true;
+            } else if (a.args[0] != "auto") {
+                fail("script line ", a.line, ": range takes auto, lock or LOW HIGH");
+            }
+        } else if (v == "hover") {
+            frame();
+            std::fprintf(log, "%s\n", hover_json(hover(number(a, 0), number(a, 1))).c_str());
+        } else if (v == "wait") {
+            const int frames = static_cast<int>(number(a, 0));
+            for (int i = 0; i < frames; ++i) frame();
+        } else if (v == "wait_exact") {
+            const render::FrameStats s = wait_exact(a.args.empty() ? 60.0 : number(a, 0));
+            if (!s.all_exact())
+                std::fprintf(log, "{\"note\": \"wait_exact timed out: %d of %d visible tiles exact\"}\n", s.exact_tiles,
+                             s.visible_tiles);
+        } else if (v == "screenshot") {
+            frame();
+            screenshot(a.args[0]);
+        }
+    }
+}
+
+}  // namespace attn::view
