@@ -138,7 +138,11 @@ Session generate(const Model& model, Backend& backend, const GenerationRequest& 
     std::vector<int32_t> prompt_ids;
     for (const Token& t : session.tokens) prompt_ids.push_back(t.id);
     std::vector<float> logits(model.config.vocab);
-    backend.forward(prompt_ids, logits, session.capture.get(), callbacks.prefill_progress);
+    if (callbacks.on_started) callbacks.on_started(session);
+    backend.forward(prompt_ids, logits, session.capture.get(), [&](int64_t done, int64_t total) {
+        if (callbacks.prefill_progress) callbacks.prefill_progress(done, total);
+        if (callbacks.on_prefill_chunk) callbacks.on_prefill_chunk(session);
+    });
 
     // Beam search picks the whole continuation first; the loop below then replays it.
     std::vector<int32_t> planned, planned_slots;

@@ -10,7 +10,11 @@
 namespace attn {
 
 struct GenerationCallbacks {
-    ProgressFn prefill_progress;                              // long prompts
+    ProgressFn prefill_progress;  // long prompts
+    // The session is tokenized and about to be prefilled (a writer can start the file here).
+    std::function<void(const Session&)> on_started;
+    // After each prefill chunk of positions has been captured (a writer can flush it).
+    std::function<void(const Session&)> on_prefill_chunk;
     std::function<void(const Session&, const StepRecord&)> on_step;  // after each generated token
 };
 

@@ -24,23 +24,22 @@ struct GenerateCommand {
         std::unique_ptr<SessionWriter> writer;
         GenerationCallbacks callbacks;
         callbacks.prefill_progress = prefill_progress_bar(!options.quiet);
+        if (capture) {
+            // The file starts before the prefill and grows with every prefill chunk and every few
+            // steps, so a killed capture keeps all but its last unflushed positions.
+            callbacks.on_started = [&](const Session& session) {
+                writer = std::make_unique<SessionWriter>(output, session);
+            };
+            callbacks.on_prefill_chunk = [&](const Session& session) { writer->flush(session); };
+        }
         callbacks.on_step = [&](const Session& session, const StepRecord& step) {
             std::fwrite(step.text.data(), 1, step.text.size(), stdout);
             std::fflush(stdout);
-            if (capture) {
-                // The prompt's capture goes to disk as soon as decoding starts, then every few steps.
-                if (!writer) {
-                    writer = std::make_unique<SessionWriter>(output, session);
-                    writer->flush(session);
-                } else if (session.steps.size() % flush_every == 0) {
-                    writer->flush(session);
-                }
-            }
+            if (writer && session.steps.size() % flush_every == 0) writer->flush(session);
         };
         Session session = generate(*model, *backend, request, callbacks);
         std::fputc('\n', stdout);
         if (capture) {
-            if (!writer) writer = std::make_unique<SessionWriter>(output, session);
             writer->finish(session);
             std::fprintf(stderr, "captured %lld positions (%lld prompt + %zu generated) into %s\n",
                          static_cast<long long>(session.positions()), static_cast<long long>(session.prompt_tokens),
