@@ -21,7 +21,6 @@ namespace attn {
 
 namespace fs = std::filesystem;
 
-float ModelConfig::attention_scale() const { return 1.0f / std::sqrt(static_cast<float>(head_dim)); }
 
 // ---- model cache and default model ---------------------------------------------------
 

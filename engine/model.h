@@ -1,6 +1,7 @@
 #pragma once
 // A loaded model: architecture description, fp32 weights (the cpu backend's reference
 // precision) and the tokenizer. Loaded from a GGUF file or a Hugging Face directory.
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,7 +46,7 @@ struct ModelConfig {
     bool tied_embeddings = false;
     int sliding_window = 0;  // 0 = full causal attention
 
-    float attention_scale() const;  // 1/sqrt(head_dim)
+    float attention_scale() const { return 1.0f / std::sqrt(static_cast<float>(head_dim)); }
     int kv_group() const { return n_head / n_kv_head; }  // query heads per KV head
 };
 
