@@ -9,7 +9,7 @@ layout(push_constant) uniform Params {
     vec2 viewport_size;
 } params;
 
-layout(location = 0) out vec2 uv;
+layout(location = 0) out vec2 texel;  // in texels, for texelFetch
 layout(location = 1) flat out uint out_layer;
 
 void main() {
@@ -17,7 +17,7 @@ void main() {
     const vec2 corners[6] = vec2[](vec2(0, 0), vec2(1, 0), vec2(0, 1), vec2(1, 0), vec2(1, 1), vec2(0, 1));
     const vec2 c = corners[gl_VertexIndex];
     const vec2 pixel = mix(pixel_rect.xy, pixel_rect.zw, c);
-    uv = mix(texel_rect.xy, texel_rect.zw, c);
+    texel = mix(texel_rect.xy, texel_rect.zw, c) * 256.0;
     out_layer = layer;
     gl_Position = vec4(pixel / params.viewport_size * 2.0 - 1.0, 0.0, 1.0);
 }

@@ -61,7 +61,7 @@ nlohmann::json last_json(const std::string& text) {
 }  // namespace
 
 TEST_CASE("every command has --help", "[cli]") {
-    for (const char* command : {"", "generate", "capture", "inspect", "tile", "open", "bench", "bench cpu"}) {
+    for (const char* command : {"", "generate", "capture", "inspect", "tile", "view", "bench", "bench cpu", "bench render"}) {
         INFO(command);
         const Result r = run(std::string(command) + " --help");
         CHECK(r.exit_code == 0);

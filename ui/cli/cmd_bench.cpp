@@ -176,6 +176,7 @@ void add_bench_command(CLI::App& app) {
     cpu->add_option("--repeats", cmd->repeats, "Repetitions (the median is reported)")->check(CLI::PositiveNumber);
     cpu->add_flag("--json", cmd->json_only, "Only the JSON line");
     cpu->callback([cmd] { cmd->run(); });
+    add_bench_render_command(*bench);
 }
 
 }  // namespace attn::cli

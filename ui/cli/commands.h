@@ -8,6 +8,7 @@ void add_generate_commands(CLI::App& app);  // generate, capture
 void add_inspect_command(CLI::App& app);
 void add_tile_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
-void add_open_command(CLI::App& app);
+void add_view_command(CLI::App& app);            // view (headless, and windowed where built)
+void add_bench_render_command(CLI::App& bench);  // bench render
 
 }  // namespace attn::cli

@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
     attn::cli::add_inspect_command(app);
     attn::cli::add_tile_command(app);
     attn::cli::add_bench_command(app);
-    attn::cli::add_open_command(app);
+    attn::cli::add_view_command(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -85,10 +85,5 @@ void write_heatmap_png(const std::string& path, const std::vector<float>& values
     render_png(path, values, cols, rows, cols, 1, valid_rows, valid_cols, log_floor);
 }
 
-void write_heatmap_png_cropped(const std::string& path, const std::vector<float>& values, int cols, int valid_rows,
-                               int valid_cols, int scale, float log_floor) {
-    if (valid_rows <= 0 || valid_cols <= 0) fail(path, ": nothing to draw");
-    render_png(path, values, cols, valid_rows * scale, valid_cols * scale, scale, valid_rows, valid_cols, log_floor);
-}
 
 }  // namespace attn::cli

@@ -11,8 +11,5 @@ void write_npy(const std::string& path, const std::vector<float>& values, size_t
 // Cells outside valid_rows × valid_cols (past the end of the sequence) are drawn dark grey.
 void write_heatmap_png(const std::string& path, const std::vector<float>& values, int rows, int cols,
                        int valid_rows, int valid_cols, float log_floor = -6.0f);
-// Only the valid cells, each drawn as a scale × scale block of pixels (nearest neighbour).
-void write_heatmap_png_cropped(const std::string& path, const std::vector<float>& values, int cols, int valid_rows,
-                               int valid_cols, int scale, float log_floor = -6.0f);
 
 }  // namespace attn::cli

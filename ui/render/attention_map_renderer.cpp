@@ -38,8 +38,10 @@ AttentionMapRenderer::AttentionMapRenderer(VulkanContext& context, TileCache& ca
                                            uint32_t height)
     : context_(context), cache_(cache), positions_(positions), top_level_(top_level(positions)) {
     if (width == 0 || height == 0 || width > 16384 || height > 16384) fail("render size ", width, "×", height, " is not supported");
-    target_ = context.create_image(VK_FORMAT_R8G8B8A8_UNORM, width, height, 1,
-                                   VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT);
+    for (GpuImage& target : targets_)
+        target = context.create_image(VK_FORMAT_R8G8B8A8_UNORM, width, height, 1,
+                                      VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT |
+                                          VK_IMAGE_USAGE_TRANSFER_DST_BIT);
     colormap_buffer_ = context.create_buffer(sizeof(ColormapTable), VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, true);
     instance_buffer_ = context.create_buffer(sizeof(Instance) * kMaxInstances, VK_BUFFER_USAGE_VERTEX_BUFFER_BIT, true);
     readback_ = context.create_buffer(uint64_t(width) * height * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true);
@@ -57,12 +59,13 @@ AttentionMapRenderer::~AttentionMapRenderer() {
     vkDestroyDescriptorSetLayout(device, draw_set_layout_, nullptr);
     vkDestroyDescriptorSetLayout(device, colorize_set_layout_, nullptr);
     vkDestroySampler(device, sampler_, nullptr);
-    vkDestroyFramebuffer(device, framebuffer_, nullptr);
+    for (VkFramebuffer fb : framebuffers_) vkDestroyFramebuffer(device, fb, nullptr);
+    vkDestroyRenderPass(device, load_pass_, nullptr);
     vkDestroyRenderPass(device, render_pass_, nullptr);
     context_.destroy(readback_);
     context_.destroy(instance_buffer_);
     context_.destroy(colormap_buffer_);
-    context_.destroy(target_);
+    for (GpuImage& target : targets_) context_.destroy(target);
 }
 
 void AttentionMapRenderer::create_pipelines() {
@@ -70,7 +73,7 @@ void AttentionMapRenderer::create_pipelines() {
 
     // Render pass: clear to the empty colour, draw, leave the image ready to be read back.
     VkAttachmentDescription attachment{};
-    attachment.format = target_.format;
+    attachment.format = targets_[0].format;
     attachment.samples = VK_SAMPLE_COUNT_1_BIT;
     attachment.loadOp = VK_ATTACHMENT_LOAD_OP_CLEAR;
     attachment.storeOp = VK_ATTACHMENT_STORE_OP_STORE;
@@ -104,15 +107,22 @@ void AttentionMapRenderer::create_pipelines() {
     pass_info.dependencyCount = 2;
     pass_info.pDependencies = dependencies;
     ATTN_VK(vkCreateRenderPass(device, &pass_info, nullptr, &render_pass_));
+    // The incremental pass keeps what is there; the image is moved to COLOR_ATTACHMENT_OPTIMAL by
+    // an explicit barrier first (after a shifted copy or a read-back).
+    attachment.loadOp = VK_ATTACHMENT_LOAD_OP_LOAD;
+    attachment.initialLayout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL;
+    ATTN_VK(vkCreateRenderPass(device, &pass_info, nullptr, &load_pass_));
 
     VkFramebufferCreateInfo fb_info{VK_STRUCTURE_TYPE_FRAMEBUFFER_CREATE_INFO};
     fb_info.renderPass = render_pass_;
     fb_info.attachmentCount = 1;
-    fb_info.pAttachments = &target_.view;
-    fb_info.width = target_.width;
-    fb_info.height = target_.height;
+    fb_info.width = targets_[0].width;
+    fb_info.height = targets_[0].height;
     fb_info.layers = 1;
-    ATTN_VK(vkCreateFramebuffer(device, &fb_info, nullptr, &framebuffer_));
+    for (int i = 0; i < 2; ++i) {
+        fb_info.pAttachments = &targets_[i].view;
+        ATTN_VK(vkCreateFramebuffer(device, &fb_info, nullptr, &framebuffers_[i]));
+    }
 
     // Nearest filtering: one texel is one cell; blending neighbours would invent values.
     VkSamplerCreateInfo sampler_info{VK_STRUCTURE_TYPE_SAMPLER_CREATE_INFO};
@@ -294,8 +304,8 @@ ColorRange AttentionMapRenderer::choose_range(const RenderSettings& settings, co
 FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const RenderSettings& settings) {
     const auto start = std::chrono::steady_clock::now();
     ViewTransform view = view_in;
-    view.width = static_cast<int>(target_.width);
-    view.height = static_cast<int>(target_.height);
+    view.width = static_cast<int>(width());
+    view.height = static_cast<int>(height());
     ++frame_;
     FrameStats stats;
     const int level = lod_level(view.tokens_per_pixel, top_level_);
@@ -419,73 +429,168 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
 
     // Quads: pixel rectangle of the tile's valid cells; texels of the tile or of its ancestor's sub-rectangle.
     std::vector<Instance> instances;
+    std::unordered_map<uint64_t, DrawnTile> drawn;
     instances.reserve(slots.size());
+    auto coord_id = [](const TileCoord& c) { return static_cast<uint64_t>(c.ty) << 32 | static_cast<uint64_t>(c.tx); };
     for (const Slot& s : slots) {
         const int64_t cell = int64_t(1) << level;
         const int64_t span = cell * Tile::kEdge;
-        const double k0 = static_cast<double>(s.coord.tx * span), q0 = static_cast<double>(s.coord.ty * span);
-        const double k1 = k0 + static_cast<double>(valid_cells(positions_, level, s.coord.tx) * cell);
-        const double q1 = q0 + static_cast<double>(valid_cells(positions_, level, s.coord.ty) * cell);
-        Instance inst{};
-        inst.pixel_rect[0] = static_cast<float>(view.pixel_x(k0));
-        inst.pixel_rect[1] = static_cast<float>(view.pixel_y(q0));
-        inst.pixel_rect[2] = static_cast<float>(view.pixel_x(k1));
-        inst.pixel_rect[3] = static_cast<float>(view.pixel_y(q1));
+        DrawnTile d;
+        d.k0 = static_cast<double>(s.coord.tx * span), d.q0 = static_cast<double>(s.coord.ty * span);
+        d.k1 = d.k0 + static_cast<double>(valid_cells(positions_, level, s.coord.tx) * cell);
+        d.q1 = d.q0 + static_cast<double>(valid_cells(positions_, level, s.coord.ty) * cell);
         if (s.exact && s.exact->color_stamp != 0) {
-            inst.texel_rect[0] = 0, inst.texel_rect[1] = 0;
-            inst.texel_rect[2] = static_cast<float>((k1 - k0) / static_cast<double>(span));
-            inst.texel_rect[3] = static_cast<float>((q1 - q0) / static_cast<double>(span));
-            inst.layer = s.exact->slot;
+            d.source = key_of(s.coord);
+            d.texel_rect[2] = static_cast<float>((d.k1 - d.k0) / static_cast<double>(span));
+            d.texel_rect[3] = static_cast<float>((d.q1 - d.q0) / static_cast<double>(span));
+            d.layer = s.exact->slot;
+            d.stamp = s.exact->color_stamp;
             if (s.exact->color_stamp == stamp) ++stats.exact_tiles;
             else ++stats.fallback_tiles;  // right tile, colours of an older range
         } else if (s.ancestor && s.ancestor->color_stamp != 0) {
             const double anc_span = static_cast<double>(int64_t(Tile::kEdge) << s.ancestor_key.level);
             const double ak0 = static_cast<double>(s.ancestor_key.tx) * anc_span;
             const double aq0 = static_cast<double>(s.ancestor_key.ty) * anc_span;
-            inst.texel_rect[0] = static_cast<float>((k0 - ak0) / anc_span);
-            inst.texel_rect[1] = static_cast<float>((q0 - aq0) / anc_span);
-            inst.texel_rect[2] = static_cast<float>((k1 - ak0) / anc_span);
-            inst.texel_rect[3] = static_cast<float>((q1 - aq0) / anc_span);
-            inst.layer = s.ancestor->slot;
+            d.source = s.ancestor_key;
+            d.texel_rect[0] = static_cast<float>((d.k0 - ak0) / anc_span);
+            d.texel_rect[1] = static_cast<float>((d.q0 - aq0) / anc_span);
+            d.texel_rect[2] = static_cast<float>((d.k1 - ak0) / anc_span);
+            d.texel_rect[3] = static_cast<float>((d.q1 - aq0) / anc_span);
+            d.layer = s.ancestor->slot;
+            d.stamp = s.ancestor->color_stamp;
             ++stats.fallback_tiles;
         } else {
             ++stats.missing_tiles;
             continue;
         }
+        Instance inst{};
+        inst.pixel_rect[0] = static_cast<float>(view.pixel_x(d.k0));
+        inst.pixel_rect[1] = static_cast<float>(view.pixel_y(d.q0));
+        inst.pixel_rect[2] = static_cast<float>(view.pixel_x(d.k1));
+        inst.pixel_rect[3] = static_cast<float>(view.pixel_y(d.q1));
+        std::copy(d.texel_rect, d.texel_rect + 4, inst.texel_rect);
+        inst.layer = d.layer;
         if (instances.size() < kMaxInstances) instances.push_back(inst);
+        drawn[coord_id(s.coord)] = d;
     }
 
-    const bool same_picture = have_image_ && jobs.empty() && instances.size() == last_instances_.size() &&
-                              std::memcmp(instances.data(), last_instances_.data(), instances.size() * sizeof(Instance)) == 0;
-    if (!same_picture) {
+    // What changed on screen since the last frame drawn. A pan by whole pixels at the same zoom
+    // reuses the previous image, shifted; then only the uncovered strips and the tiles whose
+    // content changed are redrawn. Anything else redraws everything.
+    const int W = static_cast<int>(width()), H = static_cast<int>(height());
+    const double shift_x = have_image_ ? (drawn_view_.origin_key - view.origin_key) / view.tokens_per_pixel : 0;
+    const double shift_y = have_image_ ? (drawn_view_.origin_query - view.origin_query) / view.tokens_per_pixel : 0;
+    const int dx = static_cast<int>(std::lround(shift_x)), dy = static_cast<int>(std::lround(shift_y));
+    const bool full = !have_image_ || drawn_level_ != level || view.tokens_per_pixel != drawn_view_.tokens_per_pixel ||
+                      std::abs(shift_x - dx) > 1e-3 || std::abs(shift_y - dy) > 1e-3 || std::abs(dx) >= W ||
+                      std::abs(dy) >= H || settings.layer != drawn_settings_.layer ||
+                      settings.head != drawn_settings_.head || settings.plane != drawn_settings_.plane;
+    std::vector<PixelRect> dirty;
+    auto mark = [&](double x0, double y0, double x1, double y1) {
+        const PixelRect r{std::max(0, static_cast<int>(std::floor(x0)) - 1), std::max(0, static_cast<int>(std::floor(y0)) - 1),
+                          std::min(W, static_cast<int>(std::ceil(x1)) + 1), std::min(H, static_cast<int>(std::ceil(y1)) + 1)};
+        if (r.x0 < r.x1 && r.y0 < r.y1) dirty.push_back(r);
+    };
+    if (full) {
+        dirty.push_back({0, 0, W, H});
+    } else {
+        if (dx > 0) mark(0, 0, dx, H);
+        if (dx < 0) mark(W + dx, 0, W, H);
+        if (dy > 0) mark(0, 0, W, dy);
+        if (dy < 0) mark(0, H + dy, W, H);
+        for (const auto& [id, d] : drawn) {
+            const auto old = drawn_.find(id);
+            if (old == drawn_.end() || !(old->second == d))
+                mark(view.pixel_x(d.k0), view.pixel_y(d.q0), view.pixel_x(d.k1), view.pixel_y(d.q1));
+        }
+        for (const auto& [id, d] : drawn_)
+            if (!drawn.count(id)) mark(view.pixel_x(d.k0), view.pixel_y(d.q0), view.pixel_x(d.k1), view.pixel_y(d.q1));
+        // Many small rectangles cost more in passes than one bounding box does in pixels.
+        if (dirty.size() > 48) {
+            PixelRect box = dirty[0];
+            for (const PixelRect& r : dirty)
+                box = {std::min(box.x0, r.x0), std::min(box.y0, r.y0), std::max(box.x1, r.x1), std::max(box.y1, r.y1)};
+            dirty.assign(1, box);
+        }
+    }
+
+    if (!dirty.empty() || dx != 0 || dy != 0) {
         std::memcpy(instance_buffer_.mapped, instances.data(), instances.size() * sizeof(Instance));
         VkClearValue clear{};
         std::copy(kEmptyColor.begin(), kEmptyColor.end(), clear.color.float32);
+        int target = current_;
+        VkRenderPass pass = render_pass_;
+        if (!full) {
+            pass = load_pass_;
+            VkImageMemoryBarrier barrier{VK_STRUCTURE_TYPE_IMAGE_MEMORY_BARRIER};
+            barrier.srcQueueFamilyIndex = barrier.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
+            barrier.subresourceRange = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
+            if (dx != 0 || dy != 0) {
+                // Copy the previous frame, shifted, into the other image (copies may not overlap in one image).
+                target = 1 - current_;
+                barrier.image = targets_[target].image;
+                barrier.srcAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
+                barrier.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+                barrier.oldLayout = VK_IMAGE_LAYOUT_UNDEFINED;
+                barrier.newLayout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL;
+                vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT,
+                                     VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, nullptr, 0, nullptr, 1, &barrier);
+                VkImageCopy copy{};
+                copy.srcSubresource = copy.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+                copy.srcOffset = {std::max(0, -dx), std::max(0, -dy), 0};
+                copy.dstOffset = {std::max(0, dx), std::max(0, dy), 0};
+                copy.extent = {static_cast<uint32_t>(W - std::abs(dx)), static_cast<uint32_t>(H - std::abs(dy)), 1};
+                vkCmdCopyImage(cmd, targets_[current_].image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, targets_[target].image,
+                               VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1, &copy);
+                barrier.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+                barrier.oldLayout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL;
+            } else {
+                barrier.image = targets_[target].image;
+                barrier.srcAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
+                barrier.oldLayout = VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL;
+            }
+            barrier.dstAccessMask = VK_ACCESS_COLOR_ATTACHMENT_READ_BIT | VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
+            barrier.newLayout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL;
+            vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT, 0, 0,
+                                 nullptr, 0, nullptr, 1, &barrier);
+        }
         VkRenderPassBeginInfo rp{VK_STRUCTURE_TYPE_RENDER_PASS_BEGIN_INFO};
-        rp.renderPass = render_pass_;
-        rp.framebuffer = framebuffer_;
-        rp.renderArea = {{0, 0}, {target_.width, target_.height}};
+        rp.renderPass = pass;
+        rp.framebuffer = framebuffers_[target];
+        rp.renderArea = {{0, 0}, {width(), height()}};
         rp.clearValueCount = 1;
         rp.pClearValues = &clear;
         vkCmdBeginRenderPass(cmd, &rp, VK_SUBPASS_CONTENTS_INLINE);
+        VkViewport viewport{0, 0, static_cast<float>(W), static_cast<float>(H), 0, 1};
+        vkCmdSetViewport(cmd, 0, 1, &viewport);
         if (!instances.empty()) {
-            VkViewport viewport{0, 0, static_cast<float>(target_.width), static_cast<float>(target_.height), 0, 1};
-            VkRect2D scissor{{0, 0}, {target_.width, target_.height}};
-            vkCmdSetViewport(cmd, 0, 1, &viewport);
-            vkCmdSetScissor(cmd, 0, 1, &scissor);
             vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, draw_pipeline_);
             vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, draw_layout_, 0, 1, &draw_set_, 0, nullptr);
             const VkDeviceSize offset = 0;
             vkCmdBindVertexBuffers(cmd, 0, 1, &instance_buffer_.buffer, &offset);
-            const float size[2] = {static_cast<float>(target_.width), static_cast<float>(target_.height)};
+            const float size[2] = {static_cast<float>(W), static_cast<float>(H)};
             vkCmdPushConstants(cmd, draw_layout_, VK_SHADER_STAGE_VERTEX_BIT, 0, sizeof(size), size);
+        }
+        for (const PixelRect& r : dirty) {
+            const VkRect2D scissor{{r.x0, r.y0}, {static_cast<uint32_t>(r.x1 - r.x0), static_cast<uint32_t>(r.y1 - r.y0)}};
+            if (!full) {
+                VkClearAttachment clear_attachment{VK_IMAGE_ASPECT_COLOR_BIT, 0, clear};
+                VkClearRect clear_rect{scissor, 0, 1};
+                vkCmdClearAttachments(cmd, 1, &clear_attachment, 1, &clear_rect);
+            }
+            if (instances.empty()) continue;
+            vkCmdSetScissor(cmd, 0, 1, &scissor);
             vkCmdDraw(cmd, 6, static_cast<uint32_t>(instances.size()), 0, 0);
         }
         vkCmdEndRenderPass(cmd);
-        last_instances_ = std::move(instances);
+        current_ = target;
         have_image_ = true;
         stats.rendered = true;
     }
+    drawn_ = std::move(drawn);
+    drawn_view_ = view;
+    drawn_settings_ = settings;
+    drawn_level_ = level;
     ATTN_VK(vkEndCommandBuffer(cmd));
     if (stats.rendered || stats.uploads > 0 || stats.colorized > 0) {
         VkFenceCreateInfo fence_info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
@@ -511,8 +616,8 @@ std::vector<uint8_t> AttentionMapRenderer::read_pixels() {
     context_.submit_and_wait([&](VkCommandBuffer cmd) {
         VkBufferImageCopy copy{};
         copy.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
-        copy.imageExtent = {target_.width, target_.height, 1};
-        vkCmdCopyImageToBuffer(cmd, target_.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, readback_.buffer, 1, &copy);
+        copy.imageExtent = {width(), height(), 1};
+        vkCmdCopyImageToBuffer(cmd, target().image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, readback_.buffer, 1, &copy);
         VkMemoryBarrier to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
         to_host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
         to_host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
@@ -520,7 +625,7 @@ std::vector<uint8_t> AttentionMapRenderer::read_pixels() {
                              nullptr);
     });
     const auto* bytes = static_cast<const uint8_t*>(readback_.mapped);
-    return std::vector<uint8_t>(bytes, bytes + uint64_t(target_.width) * target_.height * 4);
+    return std::vector<uint8_t>(bytes, bytes + uint64_t(width()) * height() * 4);
 }
 
 void AttentionMapRenderer::write_png(const std::string& path) {
@@ -529,8 +634,8 @@ void AttentionMapRenderer::write_png(const std::string& path) {
     auto append = [](void* context, void* data, int size) {
         static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
     };
-    if (!stbi_write_png_to_func(append, &png, static_cast<int>(target_.width), static_cast<int>(target_.height), 4,
-                                pixels.data(), static_cast<int>(target_.width) * 4))
+    if (!stbi_write_png_to_func(append, &png, static_cast<int>(width()), static_cast<int>(height()), 4, pixels.data(),
+                                static_cast<int>(width()) * 4))
         fail(path, ": PNG encoding failed");
     write_file_atomically(path, png);
 }

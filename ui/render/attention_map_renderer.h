@@ -7,7 +7,9 @@
 // per frame), then draw one instanced quad per tile — a missing tile shows the sub-rectangle of
 // its nearest cached ancestor, upscaled — into an offscreen RGBA8 target. A frame whose draw list,
 // colours and view are unchanged is not re-rendered at all.
+#include <algorithm>
 #include <array>
+#include <unordered_map>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -27,7 +29,7 @@ struct RenderSettings {
     bool manual_range = false;      // use range_low/high as given (log10 values when scale is Log)
     float range_low = -6, range_high = 0;
     float log_decades = 6;          // automatic log range: [max · 10^-decades, max]
-    int max_colorize_per_frame = 32;
+    int max_colorize_per_frame = 12;  // ~0.3–1 ms each on lavapipe at 256×256
     int max_uploads_per_frame = 64;
     bool operator==(const RenderSettings&) const = default;
 };
@@ -62,14 +64,20 @@ public:
     AttentionMapRenderer(const AttentionMapRenderer&) = delete;
     AttentionMapRenderer& operator=(const AttentionMapRenderer&) = delete;
 
-    uint32_t width() const { return target_.width; }
-    uint32_t height() const { return target_.height; }
+    uint32_t width() const { return targets_[0].width; }
+    uint32_t height() const { return targets_[0].height; }
     int64_t positions() const { return positions_; }
 
     FrameStats render(const ViewTransform& view, const RenderSettings& settings);
     // RGBA8 pixels of the last rendered frame, row-major from the top.
     std::vector<uint8_t> read_pixels();
     void write_png(const std::string& path);
+
+    // The offscreen RGBA8 image render() draws into; after render() it is in
+    // VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, ready to be copied or blitted (the windowed debugger
+    // blits it into the swapchain image under the ImGui pass).
+    // (Two images alternate: a pan copies the previous frame shifted into the other one.)
+    const GpuImage& target() const { return targets_[current_]; }
 
     // The range the tiles on screen would share, from their per-tile statistics (exact tiles at
     // the drawn level when there are any, else whatever stands in for them).
@@ -80,6 +88,21 @@ private:
         float pixel_rect[4];
         float texel_rect[4];
         uint32_t layer;
+    };
+    // What a visible tile was drawn from, to tell which screen regions changed between frames.
+    struct DrawnTile {
+        TileKey source;          // the tile itself or the ancestor standing in for it
+        uint32_t layer = 0;
+        uint64_t stamp = 0;      // colouring of the source layer when drawn
+        float texel_rect[4]{};
+        double k0 = 0, q0 = 0, k1 = 0, q1 = 0;  // token rectangle covered
+        bool operator==(const DrawnTile& o) const {
+            return source == o.source && layer == o.layer && stamp == o.stamp &&
+                   std::equal(texel_rect, texel_rect + 4, o.texel_rect);
+        }
+    };
+    struct PixelRect {
+        int x0, y0, x1, y1;
     };
     struct ColorizeJob {
         CachedTile* tile;
@@ -95,9 +118,11 @@ private:
     int64_t positions_;
     int top_level_;
 
-    GpuImage target_;
-    VkRenderPass render_pass_ = VK_NULL_HANDLE;
-    VkFramebuffer framebuffer_ = VK_NULL_HANDLE;
+    GpuImage targets_[2];
+    int current_ = 0;
+    VkRenderPass render_pass_ = VK_NULL_HANDLE;  // clears the whole image
+    VkRenderPass load_pass_ = VK_NULL_HANDLE;    // keeps it: only dirty rectangles are redrawn
+    VkFramebuffer framebuffers_[2]{};
     VkSampler sampler_ = VK_NULL_HANDLE;
     VkDescriptorPool descriptor_pool_ = VK_NULL_HANDLE;
     VkDescriptorSetLayout colorize_set_layout_ = VK_NULL_HANDLE, draw_set_layout_ = VK_NULL_HANDLE;
@@ -115,8 +140,11 @@ private:
     Colormap uploaded_colormap_ = Colormap::Viridis;
     bool colormap_uploaded_ = false;
     std::vector<std::pair<ColorRange, uint64_t>> stamps_;  // each distinct colouring gets a stamp
-    std::vector<Instance> last_instances_;
     bool have_image_ = false;
+    ViewTransform drawn_view_;
+    RenderSettings drawn_settings_;
+    int drawn_level_ = -1;
+    std::unordered_map<uint64_t, DrawnTile> drawn_;  // by tile (ty << 32 | tx) at drawn_level_
 };
 
 }  // namespace attn::render

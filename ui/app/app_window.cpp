@@ -1,0 +1,564 @@
+#include "ui/app/app_window.h"
+
+#define GLFW_INCLUDE_VULKAN
+#include <GLFW/glfw3.h>
+#include <imgui.h>
+#include <imgui_impl_glfw.h>
+#include <imgui_impl_vulkan.h>
+#include <stb_image_write.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+namespace attn::app {
+
+namespace {
+
+std::string g_glfw_error;
+
+void on_glfw_error(int code, const char* description) {
+    g_glfw_error = cat("GLFW error ", code, ": ", description ? description : "?");
+}
+
+void check_imgui_vk(VkResult result) {
+    if (result != VK_SUCCESS) render::check_vk(result, "ImGui_ImplVulkan", __FILE__, __LINE__);
+}
+
+const char* first_existing(std::initializer_list<const char*> paths) {
+    for (const char* p : paths) {
+        std::error_code ec;
+        if (std::filesystem::is_regular_file(p, ec)) return p;
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+GlfwScope::GlfwScope() {
+    const char* display = std::getenv("DISPLAY");
+    const char* wayland = std::getenv("WAYLAND_DISPLAY");
+    const bool has_display = (display && *display) || (wayland && *wayland);
+    if (!has_display)
+        throw NoDisplayError(
+            "no display: neither DISPLAY nor WAYLAND_DISPLAY is set. Use --headless to render offscreen, e.g. "
+            "attnscope view SESSION --headless --size 1280x720 --screenshot out.png (or run under xvfb-run)");
+    g_glfw_error.clear();
+    glfwSetErrorCallback(on_glfw_error);
+    if (!glfwInit())
+        throw NoDisplayError(cat("could not open the display (", g_glfw_error.empty() ? "glfwInit failed" : g_glfw_error,
+                                 "). Use --headless to render offscreen, e.g. attnscope view SESSION --headless "
+                                 "--screenshot out.png"));
+    if (!glfwVulkanSupported()) {
+        glfwTerminate();
+        throw NoDisplayError(
+            "GLFW found no Vulkan loader/driver that can present to this display. Use --headless to render offscreen");
+    }
+}
+
+GlfwScope::~GlfwScope() { glfwTerminate(); }
+
+AppWindow::AppWindow(const AppWindowOptions& options) : options_(options) {
+    glfwWindowHint(GLFW_CLIENT_API, GLFW_NO_API);
+    glfwWindowHint(GLFW_RESIZABLE, GLFW_TRUE);
+    glfwWindowHint(GLFW_SCALE_TO_MONITOR, GLFW_TRUE);  // DPI: the window grows with the content scale
+    window_ = glfwCreateWindow(options.width, options.height, options.title.c_str(), nullptr, nullptr);
+    if (!window_) throw NoDisplayError(cat("could not create a window (", g_glfw_error, "); use --headless"));
+
+    render::VulkanContextOptions vk;
+    vk.validation = options.validation;
+    vk.require_validation = options.require_validation;
+    uint32_t count = 0;
+    const char** required = glfwGetRequiredInstanceExtensions(&count);
+    if (!required) throw NoDisplayError(cat("GLFW cannot create Vulkan surfaces here (", g_glfw_error, "); use --headless"));
+    vk.instance_extensions.assign(required, required + count);
+    vk.device_extensions = {VK_KHR_SWAPCHAIN_EXTENSION_NAME};
+    context_ = std::make_unique<render::VulkanContext>(vk);
+
+    float xs = 1, ys = 1;
+    glfwGetWindowContentScale(window_, &xs, &ys);
+    scale_ = std::clamp(std::max(xs, ys), 0.5f, 4.f);
+
+    create_surface_and_check_present();
+    create_render_pass();  // needs only the surface format; the swapchain's framebuffers need it
+    create_swapchain();
+
+    VkDevice device = context_->device();
+    VkCommandPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    pool_info.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    pool_info.queueFamilyIndex = context_->queue_family();
+    ATTN_VK(vkCreateCommandPool(device, &pool_info, nullptr, &command_pool_));
+    for (Frame& f : frames_) {
+        VkCommandBufferAllocateInfo alloc{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+        alloc.commandPool = command_pool_;
+        alloc.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+        alloc.commandBufferCount = 1;
+        ATTN_VK(vkAllocateCommandBuffers(device, &alloc, &f.cmd));
+        VkFenceCreateInfo fence_info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+        fence_info.flags = VK_FENCE_CREATE_SIGNALED_BIT;
+        ATTN_VK(vkCreateFence(device, &fence_info, nullptr, &f.fence));
+        VkSemaphoreCreateInfo sem_info{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO};
+        ATTN_VK(vkCreateSemaphore(device, &sem_info, nullptr, &f.image_acquired));
+    }
+    init_imgui();
+}
+
+AppWindow::~AppWindow() {
+    if (context_) {
+        VkDevice device = context_->device();
+        vkDeviceWaitIdle(device);
+        if (imgui_vulkan_) ImGui_ImplVulkan_Shutdown();
+        if (imgui_glfw_) ImGui_ImplGlfw_Shutdown();
+        if (ImGui::GetCurrentContext()) ImGui::DestroyContext();
+        context_->destroy(screenshot_buffer_);
+        for (Frame& f : frames_) {
+            vkDestroyFence(device, f.fence, nullptr);
+            vkDestroySemaphore(device, f.image_acquired, nullptr);
+        }
+        vkDestroyCommandPool(device, command_pool_, nullptr);
+        vkDestroyDescriptorPool(device, imgui_pool_, nullptr);
+        destroy_swapchain_views();
+        vkDestroySwapchainKHR(device, swapchain_, nullptr);
+        vkDestroyRenderPass(device, render_pass_, nullptr);
+        if (surface_) vkDestroySurfaceKHR(context_->instance(), surface_, nullptr);
+        context_.reset();
+    }
+    if (window_) glfwDestroyWindow(window_);
+}
+
+void AppWindow::create_surface_and_check_present() {
+    ATTN_VK(glfwCreateWindowSurface(context_->instance(), window_, nullptr, &surface_));
+    VkBool32 supported = VK_FALSE;
+    ATTN_VK(vkGetPhysicalDeviceSurfaceSupportKHR(context_->physical_device(), context_->queue_family(), surface_, &supported));
+    if (!supported)
+        fail("the Vulkan device ", context_->device_description(), " (queue family ", context_->queue_family(),
+             ") cannot present to this window; use --headless, or pick another driver with VK_DRIVER_FILES");
+
+    uint32_t count = 0;
+    ATTN_VK(vkGetPhysicalDeviceSurfaceFormatsKHR(context_->physical_device(), surface_, &count, nullptr));
+    std::vector<VkSurfaceFormatKHR> formats(count);
+    ATTN_VK(vkGetPhysicalDeviceSurfaceFormatsKHR(context_->physical_device(), surface_, &count, formats.data()));
+    if (formats.empty()) fail("the window surface reports no formats");
+    // UNORM, not SRGB: ImGui's colours and the colormaps are already sRGB-encoded values.
+    format_ = formats[0];
+    bool found = false;
+    for (VkFormat want : {VK_FORMAT_B8G8R8A8_UNORM, VK_FORMAT_R8G8B8A8_UNORM}) {
+        for (const VkSurfaceFormatKHR& f : formats)
+            if (f.format == want && f.colorSpace == VK_COLOR_SPACE_SRGB_NONLINEAR_KHR) {
+                format_ = f;
+                found = true;
+                break;
+            }
+        if (found) break;
+    }
+    if (!found) std::fprintf(stderr, "attnscope: warning: no UNORM 8-bit surface format; colours may be off\n");
+
+    ATTN_VK(vkGetPhysicalDeviceSurfacePresentModesKHR(context_->physical_device(), surface_, &count, nullptr));
+    std::vector<VkPresentModeKHR> modes(count);
+    ATTN_VK(vkGetPhysicalDeviceSurfacePresentModesKHR(context_->physical_device(), surface_, &count, modes.data()));
+    present_mode_ = VK_PRESENT_MODE_FIFO_KHR;  // always available
+    if (!options_.vsync) {
+        for (VkPresentModeKHR want : {VK_PRESENT_MODE_MAILBOX_KHR, VK_PRESENT_MODE_IMMEDIATE_KHR})
+            if (std::find(modes.begin(), modes.end(), want) != modes.end()) {
+                present_mode_ = want;
+                break;
+            }
+    }
+
+    // The map is blitted from the renderer's RGBA8 target into the swapchain image.
+    VkFormatProperties src{}, dst{};
+    vkGetPhysicalDeviceFormatProperties(context_->physical_device(), VK_FORMAT_R8G8B8A8_UNORM, &src);
+    vkGetPhysicalDeviceFormatProperties(context_->physical_device(), format_.format, &dst);
+    blit_supported_ = (src.optimalTilingFeatures & VK_FORMAT_FEATURE_BLIT_SRC_BIT) &&
+                      (dst.optimalTilingFeatures & VK_FORMAT_FEATURE_BLIT_DST_BIT);
+}
+
+void AppWindow::create_swapchain() {
+    VkSurfaceCapabilitiesKHR caps{};
+    ATTN_VK(vkGetPhysicalDeviceSurfaceCapabilitiesKHR(context_->physical_device(), surface_, &caps));
+    const VkImageUsageFlags usage =
+        VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_DST_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT;
+    if ((caps.supportedUsageFlags & usage) != usage)
+        fail("the window surface does not support transfer usage on swapchain images (needed to draw the map)");
+    int fb_w = 0, fb_h = 0;
+    glfwGetFramebufferSize(window_, &fb_w, &fb_h);
+    if (caps.currentExtent.width != UINT32_MAX) {
+        extent_ = caps.currentExtent;
+    } else {
+        extent_.width = std::clamp<uint32_t>(static_cast<uint32_t>(fb_w), caps.minImageExtent.width, caps.maxImageExtent.width);
+        extent_.height = std::clamp<uint32_t>(static_cast<uint32_t>(fb_h), caps.minImageExtent.height, caps.maxImageExtent.height);
+    }
+    min_image_count_ = std::max(2u, caps.minImageCount);
+    uint32_t image_count = caps.minImageCount + 1;
+    if (caps.maxImageCount > 0) image_count = std::min(image_count, caps.maxImageCount);
+    image_count = std::max(image_count, min_image_count_);
+
+    VkSwapchainCreateInfoKHR info{VK_STRUCTURE_TYPE_SWAPCHAIN_CREATE_INFO_KHR};
+    info.surface = surface_;
+    info.minImageCount = image_count;
+    info.imageFormat = format_.format;
+    info.imageColorSpace = format_.colorSpace;
+    info.imageExtent = extent_;
+    info.imageArrayLayers = 1;
+    info.imageUsage = usage;
+    info.imageSharingMode = VK_SHARING_MODE_EXCLUSIVE;
+    info.preTransform = (caps.supportedTransforms & VK_SURFACE_TRANSFORM_IDENTITY_BIT_KHR)
+                            ? VK_SURFACE_TRANSFORM_IDENTITY_BIT_KHR
+                            : caps.currentTransform;
+    info.compositeAlpha = VK_COMPOSITE_ALPHA_OPAQUE_BIT_KHR;
+    for (VkCompositeAlphaFlagBitsKHR a : {VK_COMPOSITE_ALPHA_OPAQUE_BIT_KHR, VK_COMPOSITE_ALPHA_INHERIT_BIT_KHR,
+                                          VK_COMPOSITE_ALPHA_PRE_MULTIPLIED_BIT_KHR, VK_COMPOSITE_ALPHA_POST_MULTIPLIED_BIT_KHR})
+        if (caps.supportedCompositeAlpha & a) {
+            info.compositeAlpha = a;
+            break;
+        }
+    info.presentMode = present_mode_;
+    info.clipped = VK_TRUE;
+    VkSwapchainKHR old = swapchain_;
+    info.oldSwapchain = old;
+    VkDevice device = context_->device();
+    ATTN_VK(vkCreateSwapchainKHR(device, &info, nullptr, &swapchain_));
+    if (old) vkDestroySwapchainKHR(device, old, nullptr);
+
+    uint32_t count = 0;
+    ATTN_VK(vkGetSwapchainImagesKHR(device, swapchain_, &count, nullptr));
+    images_.resize(count);
+    ATTN_VK(vkGetSwapchainImagesKHR(device, swapchain_, &count, images_.data()));
+    for (VkImage image : images_) {
+        VkImageViewCreateInfo view_info{VK_STRUCTURE_TYPE_IMAGE_VIEW_CREATE_INFO};
+        view_info.image = image;
+        view_info.viewType = VK_IMAGE_VIEW_TYPE_2D;
+        view_info.format = format_.format;
+        view_info.subresourceRange = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
+        VkImageView view = VK_NULL_HANDLE;
+        ATTN_VK(vkCreateImageView(device, &view_info, nullptr, &view));
+        views_.push_back(view);
+        VkSemaphoreCreateInfo sem_info{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO};
+        VkSemaphore sem = VK_NULL_HANDLE;
+        ATTN_VK(vkCreateSemaphore(device, &sem_info, nullptr, &sem));
+        render_complete_.push_back(sem);
+    }
+    if (render_pass_) {
+        for (VkImageView view : views_) {
+            VkFramebufferCreateInfo fb{VK_STRUCTURE_TYPE_FRAMEBUFFER_CREATE_INFO};
+            fb.renderPass = render_pass_;
+            fb.attachmentCount = 1;
+            fb.pAttachments = &view;
+            fb.width = extent_.width;
+            fb.height = extent_.height;
+            fb.layers = 1;
+            VkFramebuffer framebuffer = VK_NULL_HANDLE;
+            ATTN_VK(vkCreateFramebuffer(device, &fb, nullptr, &framebuffer));
+            framebuffers_.push_back(framebuffer);
+        }
+    }
+}
+
+void AppWindow::destroy_swapchain_views() {
+    VkDevice device = context_->device();
+    for (VkFramebuffer fb : framebuffers_) vkDestroyFramebuffer(device, fb, nullptr);
+    for (VkImageView v : views_) vkDestroyImageView(device, v, nullptr);
+    for (VkSemaphore s : render_complete_) vkDestroySemaphore(device, s, nullptr);
+    framebuffers_.clear();
+    views_.clear();
+    render_complete_.clear();
+    images_.clear();
+}
+
+void AppWindow::recreate_swapchain() {
+    // A minimised window has a zero-sized framebuffer: wait until it is shown again.
+    int w = 0, h = 0;
+    glfwGetFramebufferSize(window_, &w, &h);
+    while ((w == 0 || h == 0) && !glfwWindowShouldClose(window_)) {
+        glfwWaitEvents();
+        glfwGetFramebufferSize(window_, &w, &h);
+    }
+    if (w == 0 || h == 0) return;
+    ATTN_VK(vkDeviceWaitIdle(context_->device()));
+    destroy_swapchain_views();
+    create_swapchain();
+    if (imgui_vulkan_) ImGui_ImplVulkan_SetMinImageCount(min_image_count_);
+    swapchain_dirty_ = false;
+}
+
+void AppWindow::create_render_pass() {
+    // The image arrives cleared and with the map blitted in (TRANSFER_DST_OPTIMAL); ImGui draws on top.
+    VkAttachmentDescription attachment{};
+    attachment.format = format_.format;
+    attachment.samples = VK_SAMPLE_COUNT_1_BIT;
+    attachment.loadOp = VK_ATTACHMENT_LOAD_OP_LOAD;
+    attachment.storeOp = VK_ATTACHMENT_STORE_OP_STORE;
+    attachment.stencilLoadOp = VK_ATTACHMENT_LOAD_OP_DONT_CARE;
+    attachment.stencilStoreOp = VK_ATTACHMENT_STORE_OP_DONT_CARE;
+    attachment.initialLayout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL;
+    attachment.finalLayout = VK_IMAGE_LAYOUT_PRESENT_SRC_KHR;
+    VkAttachmentReference color_ref{0, VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL};
+    VkSubpassDescription subpass{};
+    subpass.pipelineBindPoint = VK_PIPELINE_BIND_POINT_GRAPHICS;
+    subpass.colorAttachmentCount = 1;
+    subpass.pColorAttachments = &color_ref;
+    VkSubpassDependency deps[2]{};
+    deps[0].srcSubpass = VK_SUBPASS_EXTERNAL;
+    deps[0].dstSubpass = 0;
+    deps[0].srcStageMask = VK_PIPELINE_STAGE_TRANSFER_BIT;
+    deps[0].dstStageMask = VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT;
+    deps[0].srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    deps[0].dstAccessMask = VK_ACCESS_COLOR_ATTACHMENT_READ_BIT | VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
+    deps[1].srcSubpass = 0;
+    deps[1].dstSubpass = VK_SUBPASS_EXTERNAL;
+    deps[1].srcStageMask = VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT;
+    deps[1].dstStageMask = VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT;
+    deps[1].srcAccessMask = VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
+    deps[1].dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
+    VkRenderPassCreateInfo info{VK_STRUCTURE_TYPE_RENDER_PASS_CREATE_INFO};
+    info.attachmentCount = 1;
+    info.pAttachments = &attachment;
+    info.subpassCount = 1;
+    info.pSubpasses = &subpass;
+    info.dependencyCount = 2;
+    info.pDependencies = deps;
+    ATTN_VK(vkCreateRenderPass(context_->device(), &info, nullptr, &render_pass_));
+}
+
+void AppWindow::load_fonts() {
+    ImGuiIO& io = ImGui::GetIO();
+    const float px = std::round(options_.base_font_px * scale_);
+    const char* latin = first_existing({"/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                                        "/usr/share/fonts/TTF/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"});
+    const char* cjk = first_existing({"/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+                                      "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+                                      "/usr/share/fonts/opentype/noto-cjk/NotoSansCJK-Regular.ttc"});
+    ImFont* base = nullptr;
+    if (latin) {
+        // Latin, Latin-1 supplement, Latin Extended-A/B, Greek, Cyrillic, general punctuation, arrows, box drawing.
+        static const ImWchar latin_ranges[] = {0x0020, 0x024F, 0x0370, 0x03FF, 0x0400, 0x04FF, 0x2000, 0x206F,
+                                               0x2190, 0x21FF, 0x2200, 0x22FF, 0x2500, 0x25FF, 0};
+        base = io.Fonts->AddFontFromFileTTF(latin, px, nullptr, latin_ranges);
+    }
+    if (!base) {
+        std::fprintf(stderr, "attnscope: warning: DejaVu Sans not found (Debian: fonts-dejavu-core); using ImGui's default font\n");
+        ImFontConfig config;
+        config.SizePixels = px;
+        base = io.Fonts->AddFontDefault(&config);
+        font_note_ = "ImGui default font";
+    } else {
+        font_note_ = "DejaVu Sans";
+    }
+    if (cjk) {
+        ImFontConfig config;
+        config.MergeMode = true;
+        config.FontNo = 2;  // NotoSansCJK-Regular.ttc: 0 JP, 1 KR, 2 SC, 3 TC, 4 HK
+        config.OversampleH = 1;  // ~2,500 CJK glyphs: keep the atlas small
+        config.PixelSnapH = true;
+        if (io.Fonts->AddFontFromFileTTF(cjk, px, &config, io.Fonts->GetGlyphRangesChineseSimplifiedCommon()))
+            font_note_ += " + Noto Sans CJK SC";
+    } else {
+        std::fprintf(stderr, "attnscope: warning: Noto Sans CJK not found (Debian: fonts-noto-cjk); Chinese tokens will show as '?'\n");
+    }
+    // A second, larger copy of the Latin font is not needed: the style scales with the content scale.
+    io.Fonts->Build();
+}
+
+void AppWindow::init_imgui() {
+    IMGUI_CHECKVERSION();
+    ImGui::CreateContext();
+    ImGuiIO& io = ImGui::GetIO();
+    io.IniFilename = nullptr;  // layout is fixed; nothing to persist between runs
+    ImGui::StyleColorsDark();
+    ImGui::GetStyle().ScaleAllSizes(scale_);
+    ImGui::GetStyle().WindowRounding = 0;
+
+    VkDescriptorPoolSize sizes[] = {{VK_DESCRIPTOR_TYPE_COMBINED_IMAGE_SAMPLER, 16}};
+    VkDescriptorPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+    pool_info.flags = VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT;
+    pool_info.maxSets = 16;
+    pool_info.poolSizeCount = 1;
+    pool_info.pPoolSizes = sizes;
+    ATTN_VK(vkCreateDescriptorPool(context_->device(), &pool_info, nullptr, &imgui_pool_));
+
+    if (!ImGui_ImplGlfw_InitForVulkan(window_, true)) fail("ImGui_ImplGlfw_InitForVulkan failed");
+    imgui_glfw_ = true;
+    ImGui_ImplVulkan_InitInfo init{};
+    init.Instance = context_->instance();
+    init.PhysicalDevice = context_->physical_device();
+    init.Device = context_->device();
+    init.QueueFamily = context_->queue_family();
+    init.Queue = context_->queue();
+    init.PipelineCache = VK_NULL_HANDLE;
+    init.DescriptorPool = imgui_pool_;
+    init.Subpass = 0;
+    init.MinImageCount = min_image_count_;
+    init.ImageCount = static_cast<uint32_t>(images_.size());
+    init.MSAASamples = VK_SAMPLE_COUNT_1_BIT;
+    init.Allocator = nullptr;
+    init.CheckVkResultFn = check_imgui_vk;
+    if (!ImGui_ImplVulkan_Init(&init, render_pass_)) fail("ImGui_ImplVulkan_Init failed");
+    imgui_vulkan_ = true;
+
+    load_fonts();
+    context_->submit_and_wait([](VkCommandBuffer cmd) {
+        if (!ImGui_ImplVulkan_CreateFontsTexture(cmd)) fail("ImGui_ImplVulkan_CreateFontsTexture failed");
+    });
+    ImGui_ImplVulkan_DestroyFontUploadObjects();
+}
+
+bool AppWindow::should_close() const { return glfwWindowShouldClose(window_); }
+void AppWindow::request_close() { glfwSetWindowShouldClose(window_, GLFW_TRUE); }
+
+float AppWindow::framebuffer_scale_x() const { return ImGui::GetIO().DisplayFramebufferScale.x; }
+float AppWindow::framebuffer_scale_y() const { return ImGui::GetIO().DisplayFramebufferScale.y; }
+
+void AppWindow::wait_events(double seconds) { glfwWaitEventsTimeout(seconds); }
+
+bool AppWindow::begin_frame() {
+    glfwPollEvents();
+    int w = 0, h = 0;
+    glfwGetFramebufferSize(window_, &w, &h);
+    while ((w == 0 || h == 0) && !glfwWindowShouldClose(window_)) {  // minimised
+        glfwWaitEvents();
+        glfwGetFramebufferSize(window_, &w, &h);
+    }
+    if (glfwWindowShouldClose(window_)) return false;
+    if (swapchain_dirty_ || static_cast<uint32_t>(w) != extent_.width || static_cast<uint32_t>(h) != extent_.height)
+        recreate_swapchain();
+    ImGui_ImplVulkan_NewFrame();
+    ImGui_ImplGlfw_NewFrame();
+    ImGui::NewFrame();
+    return true;
+}
+
+bool AppWindow::end_frame(const PreRecord& pre, const std::string& screenshot_path) {
+    ImGui::Render();
+    ImDrawData* draw_data = ImGui::GetDrawData();
+    VkDevice device = context_->device();
+    Frame& frame = frames_[frame_index_];
+    ATTN_VK(vkWaitForFences(device, 1, &frame.fence, VK_TRUE, UINT64_MAX));
+
+    uint32_t image_index = 0;
+    const VkResult acquired =
+        vkAcquireNextImageKHR(device, swapchain_, UINT64_MAX, frame.image_acquired, VK_NULL_HANDLE, &image_index);
+    if (acquired == VK_ERROR_OUT_OF_DATE_KHR) {
+        recreate_swapchain();
+        return false;
+    }
+    if (acquired == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
+    else ATTN_VK(acquired);
+    ATTN_VK(vkResetFences(device, 1, &frame.fence));
+
+    VkCommandBuffer cmd = frame.cmd;
+    ATTN_VK(vkResetCommandBuffer(cmd, 0));
+    VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    ATTN_VK(vkBeginCommandBuffer(cmd, &begin));
+
+    VkImage image = images_[image_index];
+    VkImageMemoryBarrier to_dst{VK_STRUCTURE_TYPE_IMAGE_MEMORY_BARRIER};
+    to_dst.srcAccessMask = 0;
+    to_dst.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    to_dst.oldLayout = VK_IMAGE_LAYOUT_UNDEFINED;
+    to_dst.newLayout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL;
+    to_dst.srcQueueFamilyIndex = to_dst.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
+    to_dst.image = image;
+    to_dst.subresourceRange = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
+    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, nullptr, 0, nullptr, 1,
+                         &to_dst);
+    const ImVec4 bg = ImGui::GetStyle().Colors[ImGuiCol_WindowBg];
+    VkClearColorValue clear{{bg.x, bg.y, bg.z, 1.0f}};
+    const VkImageSubresourceRange range{VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
+    vkCmdClearColorImage(cmd, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, &clear, 1, &range);
+    VkMemoryBarrier after_clear{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    after_clear.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    after_clear.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &after_clear, 0,
+                         nullptr, 0, nullptr);
+    if (pre) pre(cmd, image, extent_);
+
+    VkRenderPassBeginInfo pass{VK_STRUCTURE_TYPE_RENDER_PASS_BEGIN_INFO};
+    pass.renderPass = render_pass_;
+    pass.framebuffer = framebuffers_[image_index];
+    pass.renderArea.extent = extent_;
+    vkCmdBeginRenderPass(cmd, &pass, VK_SUBPASS_CONTENTS_INLINE);
+    ImGui_ImplVulkan_RenderDrawData(draw_data, cmd);
+    vkCmdEndRenderPass(cmd);
+
+    const bool screenshot = !screenshot_path.empty();
+    if (screenshot) {
+        const VkDeviceSize bytes = VkDeviceSize(extent_.width) * extent_.height * 4;
+        if (screenshot_buffer_.size < bytes) {
+            context_->destroy(screenshot_buffer_);
+            screenshot_buffer_ = context_->create_buffer(bytes, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true);
+        }
+        VkImageMemoryBarrier to_src = to_dst;
+        to_src.srcAccessMask = VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
+        to_src.dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
+        to_src.oldLayout = VK_IMAGE_LAYOUT_PRESENT_SRC_KHR;
+        to_src.newLayout = VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL;
+        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0,
+                             nullptr, 0, nullptr, 1, &to_src);
+        VkBufferImageCopy copy{};
+        copy.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+        copy.imageExtent = {extent_.width, extent_.height, 1};
+        vkCmdCopyImageToBuffer(cmd, image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, screenshot_buffer_.buffer, 1, &copy);
+        VkImageMemoryBarrier back = to_dst;
+        back.srcAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
+        back.dstAccessMask = 0;
+        back.oldLayout = VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL;
+        back.newLayout = VK_IMAGE_LAYOUT_PRESENT_SRC_KHR;
+        VkBufferMemoryBarrier host{VK_STRUCTURE_TYPE_BUFFER_MEMORY_BARRIER};
+        host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+        host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+        host.srcQueueFamilyIndex = host.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
+        host.buffer = screenshot_buffer_.buffer;
+        host.size = VK_WHOLE_SIZE;
+        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT | VK_PIPELINE_STAGE_HOST_BIT,
+                             0, 0, nullptr, 1, &host, 1, &back);
+    }
+    ATTN_VK(vkEndCommandBuffer(cmd));
+
+    const VkPipelineStageFlags wait_stage = VK_PIPELINE_STAGE_TRANSFER_BIT;
+    VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    submit.waitSemaphoreCount = 1;
+    submit.pWaitSemaphores = &frame.image_acquired;
+    submit.pWaitDstStageMask = &wait_stage;
+    submit.commandBufferCount = 1;
+    submit.pCommandBuffers = &cmd;
+    submit.signalSemaphoreCount = 1;
+    submit.pSignalSemaphores = &render_complete_[image_index];
+    ATTN_VK(vkQueueSubmit(context_->queue(), 1, &submit, frame.fence));
+
+    if (screenshot) {
+        ATTN_VK(vkWaitForFences(device, 1, &frame.fence, VK_TRUE, UINT64_MAX));
+        write_screenshot(screenshot_path);
+    }
+
+    VkPresentInfoKHR present{VK_STRUCTURE_TYPE_PRESENT_INFO_KHR};
+    present.waitSemaphoreCount = 1;
+    present.pWaitSemaphores = &render_complete_[image_index];
+    present.swapchainCount = 1;
+    present.pSwapchains = &swapchain_;
+    present.pImageIndices = &image_index;
+    const VkResult presented = vkQueuePresentKHR(context_->queue(), &present);
+    if (presented == VK_ERROR_OUT_OF_DATE_KHR || presented == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
+    else ATTN_VK(presented);
+    frame_index_ = (frame_index_ + 1) % kFramesInFlight;
+    ++frames_presented_;
+    return true;
+}
+
+void AppWindow::write_screenshot(const std::string& path) {
+    const uint32_t w = extent_.width, h = extent_.height;
+    std::vector<uint8_t> rgba(size_t(w) * h * 4);
+    std::memcpy(rgba.data(), screenshot_buffer_.mapped, rgba.size());
+    const bool bgra = format_.format == VK_FORMAT_B8G8R8A8_UNORM || format_.format == VK_FORMAT_B8G8R8A8_SRGB;
+    for (size_t i = 0; i < rgba.size(); i += 4) {
+        if (bgra) std::swap(rgba[i], rgba[i + 2]);
+        rgba[i + 3] = 255;
+    }
+    if (!stbi_write_png(path.c_str(), static_cast<int>(w), static_cast<int>(h), 4, rgba.data(), static_cast<int>(w) * 4))
+        fail(path, ": could not write the screenshot");
+}
+
+}  // namespace attn::app

@@ -1,0 +1,141 @@
+#pragma once
+// The windowed shell: a GLFW window with a Vulkan surface and swapchain on the renderer's
+// VulkanContext, and Dear ImGui (Debian's 1.86 with its GLFW and Vulkan backends) on top.
+//
+// Per frame:  begin_frame()  → polls events, waits while minimised, starts an ImGui frame;
+//             …build the UI…
+//             end_frame(pre)  → acquires a swapchain image, clears it, lets `pre` record transfer
+//                               commands into it (the attention map is blitted here), runs the
+//                               ImGui render pass on top (load, not clear), submits and presents.
+// Two frames in flight (a fence, an image-acquired semaphore and a command buffer each; one
+// render-complete semaphore per swapchain image). The swapchain is recreated when it is out of
+// date or suboptimal and whenever the framebuffer size changes; a minimised window (zero-sized
+// framebuffer) is waited out with glfwWaitEvents.
+#include <vulkan/vulkan.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "ui/render/vulkan_context.h"
+
+struct GLFWwindow;
+struct ImFont;
+
+namespace attn::app {
+
+// No display could be opened (no $DISPLAY/$WAYLAND_DISPLAY, glfwInit failed, or GLFW has no Vulkan
+// loader): the caller should suggest --headless.
+struct NoDisplayError : Error {
+    using Error::Error;
+};
+
+struct AppWindowOptions {
+    int width = 1600, height = 900;  // screen coordinates (scaled by the monitor's content scale)
+    std::string title = "attnscope";
+    bool validation = false;
+    bool require_validation = false;
+    bool vsync = true;           // FIFO; false prefers MAILBOX, then IMMEDIATE
+    float base_font_px = 15.f;   // before the content scale
+};
+
+// GLFW for the lifetime of the object: checks $DISPLAY / $WAYLAND_DISPLAY, then glfwInit; throws
+// NoDisplayError with a message that suggests --headless. glfwTerminate on destruction (before the
+// display can go away — matters for in-process tests that run their own Xvfb).
+class GlfwScope {
+public:
+    GlfwScope();
+    ~GlfwScope();
+    GlfwScope(const GlfwScope&) = delete;
+    GlfwScope& operator=(const GlfwScope&) = delete;
+};
+
+// Needs a live GlfwScope.
+class AppWindow {
+public:
+    explicit AppWindow(const AppWindowOptions& options);
+    ~AppWindow();
+    AppWindow(const AppWindow&) = delete;
+    AppWindow& operator=(const AppWindow&) = delete;
+
+    render::VulkanContext& context() { return *context_; }
+    GLFWwindow* window() const { return window_; }
+    float content_scale() const { return scale_; }
+    VkFormat swapchain_format() const { return format_.format; }
+    VkExtent2D extent() const { return extent_; }
+
+    bool should_close() const;
+    void request_close();
+
+    // Polls events (waiting while minimised) and starts an ImGui frame. Returns false when the
+    // window was asked to close.
+    bool begin_frame();
+    // Sleeps until an input event arrives or `seconds` pass (call before begin_frame when idle).
+    void wait_events(double seconds);
+
+    // `pre` records commands before the ImGui pass: the image is in TRANSFER_DST_OPTIMAL (already
+    // cleared) and must be left so. If screenshot_path is set, the presented image (UI included)
+    // is read back after this frame and written as a PNG. Returns false if the frame was skipped
+    // (swapchain out of date: it has been recreated; build the next frame as usual).
+    using PreRecord = std::function<void(VkCommandBuffer cmd, VkImage image, VkExtent2D extent)>;
+    bool end_frame(const PreRecord& pre, const std::string& screenshot_path = {});
+
+    // Framebuffer pixels per ImGui (screen) unit; ImGui works in screen coordinates.
+    float framebuffer_scale_x() const;
+    float framebuffer_scale_y() const;
+
+    bool blit_supported() const { return blit_supported_; }
+    const std::string& font_note() const { return font_note_; }
+    uint64_t frames_presented() const { return frames_presented_; }
+
+private:
+    struct Frame {
+        VkCommandBuffer cmd = VK_NULL_HANDLE;
+        VkFence fence = VK_NULL_HANDLE;
+        VkSemaphore image_acquired = VK_NULL_HANDLE;
+    };
+
+    void create_surface_and_check_present();
+    void create_swapchain();
+    void destroy_swapchain_views();
+    void recreate_swapchain();
+    void create_render_pass();
+    void init_imgui();
+    void load_fonts();
+    void write_screenshot(const std::string& path);
+
+    AppWindowOptions options_;
+    GLFWwindow* window_ = nullptr;
+    std::unique_ptr<render::VulkanContext> context_;
+    float scale_ = 1.f;
+
+    VkSurfaceKHR surface_ = VK_NULL_HANDLE;
+    VkSurfaceFormatKHR format_{};
+    VkPresentModeKHR present_mode_ = VK_PRESENT_MODE_FIFO_KHR;
+    VkSwapchainKHR swapchain_ = VK_NULL_HANDLE;
+    VkExtent2D extent_{};
+    uint32_t min_image_count_ = 2;
+    std::vector<VkImage> images_;
+    std::vector<VkImageView> views_;
+    std::vector<VkFramebuffer> framebuffers_;
+    std::vector<VkSemaphore> render_complete_;  // one per swapchain image
+    VkRenderPass render_pass_ = VK_NULL_HANDLE;
+    VkDescriptorPool imgui_pool_ = VK_NULL_HANDLE;
+    VkCommandPool command_pool_ = VK_NULL_HANDLE;
+    static constexpr uint32_t kFramesInFlight = 2;
+    Frame frames_[kFramesInFlight];
+    uint32_t frame_index_ = 0;
+    bool swapchain_dirty_ = false;
+    bool blit_supported_ = false;
+    bool imgui_glfw_ = false, imgui_vulkan_ = false;
+    std::string font_note_;
+    uint64_t frames_presented_ = 0;
+
+    render::GpuBuffer screenshot_buffer_;
+};
+
+}  // namespace attn::app

@@ -1,0 +1,120 @@
+#include "ui/app/debugger_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.h"
+#include "ui/view/hover.h"
+
+namespace attn::app {
+
+DebuggerModel::DebuggerModel(const Session& session, const CpuTileSource& source) : session_(session), source_(source) {}
+
+std::string DebuggerModel::token(int64_t position) const { return view::token_text(session_, position); }
+
+namespace {
+size_t utf8_length(unsigned char lead) {
+    if (lead < 0x80) return 1;
+    if ((lead & 0xE0) == 0xC0) return 2;
+    if ((lead & 0xF0) == 0xE0) return 3;
+    if ((lead & 0xF8) == 0xF0) return 4;
+    return 1;
+}
+bool continuation(unsigned char c) { return (c & 0xC0) == 0x80; }
+}  // namespace
+
+std::string DebuggerModel::token_chars(int64_t position, bool mark_continuation) const {
+    if (position < 0 || position >= positions()) return {};
+    const Token& t = session_.tokens[static_cast<size_t>(position)];
+    const std::string& text = session_.text;
+    if (t.end > text.size() || t.begin > t.end) return {};
+    if (!t.partial) return text.substr(t.begin, t.end - t.begin);
+    // A token that splits a multi-byte character: show every character whose first byte it
+    // holds, whole; a token holding only the tail of a character shows "+" (and the character).
+    std::string out;
+    for (size_t i = t.begin; i < t.end;) {
+        const unsigned char c = static_cast<unsigned char>(text[i]);
+        if (continuation(c)) {
+            ++i;
+            continue;
+        }
+        const size_t len = std::min(utf8_length(c), text.size() - i);
+        out.append(text, i, len);
+        i += len;
+    }
+    if (out.empty()) {
+        size_t j = t.begin;
+        while (j > 0 && continuation(static_cast<unsigned char>(text[j]))) --j;
+        out.push_back('+');
+        if (mark_continuation) out.append(text, j, std::min(utf8_length(static_cast<unsigned char>(text[j])), text.size() - j));
+    }
+    return out;
+}
+
+std::string DebuggerModel::token_display(int64_t position, size_t max_bytes) const {
+    const std::string raw = token_chars(position, true);
+    std::string out;
+    for (size_t i = 0; i < raw.size() && out.size() < max_bytes; ++i) {
+        const unsigned char c = static_cast<unsigned char>(raw[i]);
+        if (c == ' ') out += "\xC2\xB7";            // ·
+        else if (c == '\n') out += "\xE2\x86\xB5";  // ↵
+        else if (c == '\t') out += "\xE2\x86\x92";  // →
+        else if (c == '\r') out += "\\r";
+        else if (c < 0x20 || c == 0x7F) out += '?';
+        else out += static_cast<char>(c);
+    }
+    if (out.size() >= max_bytes) {
+        // Don't cut a UTF-8 sequence in half.
+        while (!out.empty() && (static_cast<unsigned char>(out.back()) & 0xC0) == 0x80) out.pop_back();
+        if (!out.empty() && (static_cast<unsigned char>(out.back()) & 0x80)) out.pop_back();
+        out += "\xE2\x80\xA6";  // …
+    }
+    if (out.empty()) out = raw.empty() ? "\xE2\x88\x85" : "?";  // ∅
+    return out;
+}
+
+bool DebuggerModel::is_generated(int64_t position) const { return step_of(position) != nullptr; }
+
+const StepRecord* DebuggerModel::step_of(int64_t position) const {
+    const int64_t t = position - session_.prompt_tokens;
+    if (position < 0 || t < 0 || t >= static_cast<int64_t>(session_.steps.size())) return nullptr;
+    return &session_.steps[static_cast<size_t>(t)];
+}
+
+std::string DebuggerModel::vocab_text(int32_t token_id) const {
+    for (int64_t p = 0; p < positions(); ++p)
+        if (session_.tokens[static_cast<size_t>(p)].id == token_id) return token_display(p);
+    for (const StepRecord& s : session_.steps)
+        if (s.token_id == token_id && !s.text.empty()) return s.text;
+    return cat("#", token_id);
+}
+
+void DebuggerModel::select_layer(int layer) { settings.layer = std::clamp(layer, 0, n_layer() - 1); }
+void DebuggerModel::select_head(int head) { settings.head = std::clamp(head, 0, n_head() - 1); }
+void DebuggerModel::select_query(int64_t query) {
+    selected_query = query < 0 ? -1 : std::min(query, positions() - 1);
+}
+
+const std::vector<float>& DebuggerModel::selected_row() {
+    if (selected_query < 0) {
+        row_cache_.clear();
+        row_query_ = -1;
+        return row_cache_;
+    }
+    if (row_query_ != selected_query || row_layer_ != settings.layer || row_head_ != settings.head) {
+        row_cache_ = source_.row(settings.layer, settings.head, selected_query);
+        row_query_ = selected_query;
+        row_layer_ = settings.layer;
+        row_head_ = settings.head;
+    }
+    return row_cache_;
+}
+
+double entropy_bits(const std::vector<float>& row) {
+    double h = 0;
+    for (float p : row)
+        if (p > 0) h -= double(p) * std::log2(double(p));
+    return h;
+}
+
+}  // namespace attn::app

@@ -1,0 +1,68 @@
+#pragma once
+// The debugger's state, shared by the map view and the panels. It knows nothing of ImGui or
+// Vulkan (Tracy style: panels are immediate-mode draw() functions over this model), so it can be
+// unit-tested and driven by scripts.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/session.h"
+#include "engine/tile_source.h"
+#include "ui/render/attention_map_renderer.h"
+#include "ui/view/headless.h"
+
+namespace attn::app {
+
+class DebuggerModel {
+public:
+    DebuggerModel(const Session& session, const CpuTileSource& source);
+
+    const Session& session() const { return session_; }
+    const CpuTileSource& source() const { return source_; }
+    int n_layer() const { return session_.capture->shape().n_layer; }
+    int n_head() const { return session_.capture->shape().n_head; }
+    int64_t positions() const { return session_.capture->positions(); }
+
+    // The token's text as stored, and a one-line display form (spaces as '·', newlines as '↵').
+    std::string token(int64_t position) const;
+    std::string token_display(int64_t position, size_t max_bytes = 48) const;
+    // The characters to show for a token: its text, or — when it splits a multi-byte character —
+    // the whole characters that start inside it ("+" for a token holding only a character's tail,
+    // followed by that character when mark_continuation).
+    std::string token_chars(int64_t position, bool mark_continuation) const;
+    bool is_generated(int64_t position) const;               // a decode step, not the prompt
+    const StepRecord* step_of(int64_t position) const;       // nullptr for prompt positions
+    std::string vocab_text(int32_t token_id) const;          // from the session's own tokens, else "#id"
+
+    // What the map shows.
+    render::RenderSettings settings;
+    int64_t selected_query = -1;      // the row clicked (or chosen with go-to); -1: none
+    view::HoverInfo hover;            // under the mouse in the map (hover.query < 0: nothing)
+
+    // Requests from panels to the map view, consumed once per frame.
+    std::optional<int64_t> goto_token;
+    bool fit_requested = false;
+
+    void select_layer(int layer);
+    void select_head(int head);
+    void select_query(int64_t query);
+
+    // Exact probabilities of the selected query's row for the shown (layer, head); empty with no
+    // selection. Recomputed only when the selection or the head changes.
+    const std::vector<float>& selected_row();
+    // Same for any (layer, head) — the head grid uses it.
+    std::vector<float> row(int layer, int head, int64_t query) const { return source_.row(layer, head, query); }
+
+private:
+    const Session& session_;
+    const CpuTileSource& source_;
+    std::vector<float> row_cache_;
+    int64_t row_query_ = -1;
+    int row_layer_ = -1, row_head_ = -1;
+};
+
+// Shannon entropy of a probability row, in bits.
+double entropy_bits(const std::vector<float>& row);
+
+}  // namespace attn::app

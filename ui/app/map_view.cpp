@@ -1,0 +1,301 @@
+#include "ui/app/map_view.h"
+
+#include <GLFW/glfw3.h>
+#include <imgui.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+
+#include "ui/view/hover.h"
+
+namespace attn::app {
+
+namespace {
+
+// A "nice" tick step (1, 2, 5 × 10^k tokens) so that ticks are at least min_px apart.
+int64_t tick_step(double tokens_per_unit, double min_px) {
+    const double want = tokens_per_unit * min_px;
+    int64_t step = 1;
+    for (;;) {
+        for (int m : {1, 2, 5})
+            if (double(step) * m >= want) return step * m;
+        step *= 10;
+        if (step > (int64_t(1) << 40)) return step;
+    }
+}
+
+}  // namespace
+
+MapView::MapView(render::VulkanContext& context, DebuggerModel& model, const render::TileCacheOptions& cache)
+    : context_(context), model_(model) {
+    cache_ = std::make_unique<render::TileCache>(context, model.source(), cache);
+}
+
+MapView::~MapView() {
+    renderer_.reset();
+    cache_.reset();
+}
+
+void MapView::ensure_renderer(uint32_t width, uint32_t height) {
+    if (renderer_ && renderer_->width() == width && renderer_->height() == height) return;
+    // Keep the token at the map's centre where it is across the resize.
+    const double ck = view_.key_at(view_.width / 2.0), cq = view_.query_at(view_.height / 2.0);
+    renderer_.reset();
+    renderer_ = std::make_unique<render::AttentionMapRenderer>(context_, *cache_, model_.positions(), width, height);
+    view_.width = static_cast<int>(width);
+    view_.height = static_cast<int>(height);
+    if (!fitted_) {
+        view_.fit(model_.positions());
+        fitted_ = true;
+    } else {
+        view_.origin_key = ck - view_.tokens_per_pixel * width / 2.0;
+        view_.origin_query = cq - view_.tokens_per_pixel * height / 2.0;
+    }
+}
+
+void MapView::draw(float fb_x, float fb_y) {
+    const float font = ImGui::GetFontSize();
+    const ImVec2 origin = ImGui::GetCursorScreenPos();
+    const ImVec2 avail = ImGui::GetContentRegionAvail();
+    // Margins for the axis labels: queries on the left, keys on top.
+    const float left = std::round(font * 7.5f), top = std::round(font * 1.6f);
+    x0_ = origin.x + left;
+    y0_ = origin.y + top;
+    w_ = std::max(8.f, avail.x - left);
+    h_ = std::max(8.f, avail.y - top);
+    fb_x0_ = static_cast<int32_t>(std::lround(x0_ * fb_x));
+    fb_y0_ = static_cast<int32_t>(std::lround(y0_ * fb_y));
+    const uint32_t pw = static_cast<uint32_t>(std::max(8L, std::lround(w_ * fb_x)));
+    const uint32_t ph = static_cast<uint32_t>(std::max(8L, std::lround(h_ * fb_y)));
+    ensure_renderer(pw, ph);
+
+    ImGui::SetCursorScreenPos(ImVec2(x0_, y0_));
+    ImGui::InvisibleButton("##attention_map", ImVec2(w_, h_), ImGuiButtonFlags_MouseButtonLeft);
+    handle_input(fb_x, fb_y);
+
+    stats_ = renderer_->render(view_, model_.settings);
+    have_frame_ = true;
+    draw_overlays(fb_x, fb_y);
+}
+
+void MapView::handle_input(float fb_x, float fb_y) {
+    ImGuiIO& io = ImGui::GetIO();
+    const bool hovered = ImGui::IsItemHovered();
+    const ImVec2 mouse = io.MousePos;
+    const double mpx = (mouse.x - x0_) * fb_x, mpy = (mouse.y - y0_) * fb_y;
+    const double cx = view_.width / 2.0, cy = view_.height / 2.0;
+
+    if (model_.fit_requested) {
+        view_.fit(model_.positions());
+        model_.fit_requested = false;
+    }
+    if (model_.goto_token) {
+        const double t = static_cast<double>(std::clamp<int64_t>(*model_.goto_token, 0, model_.positions() - 1));
+        // Show ~48 tokens around the diagonal cell (t, t) and select that row.
+        view_.show(t - 24, t - 24, t + 25, t + 25);
+        model_.select_query(static_cast<int64_t>(t));
+        model_.goto_token.reset();
+    }
+
+    if (hovered && io.MouseWheel != 0) view_.zoom_at(mpx, mpy, std::pow(1.25, io.MouseWheel));
+    if (ImGui::IsItemActive()) {
+        if (ImGui::IsMouseDragging(ImGuiMouseButton_Left, 2.0f) || drag_distance_ > 3) {
+            view_.pan_pixels(io.MouseDelta.x * fb_x, io.MouseDelta.y * fb_y);
+        }
+        drag_distance_ += std::hypot(io.MouseDelta.x, io.MouseDelta.y);
+    }
+    if (ImGui::IsItemDeactivated()) {
+        if (drag_distance_ <= 3 && hovered) {
+            const double q = std::floor(view_.query_at(mpy + 0.5));
+            if (q >= 0 && q < static_cast<double>(model_.positions())) model_.select_query(static_cast<int64_t>(q));
+        }
+        drag_distance_ = 0;
+    }
+
+    // Keyboard (when no text field has focus).
+    if (!io.WantTextInput) {
+        const double zx = hovered ? mpx : cx, zy = hovered ? mpy : cy;
+        if (ImGui::IsKeyPressed(GLFW_KEY_EQUAL) || ImGui::IsKeyPressed(GLFW_KEY_KP_ADD)) view_.zoom_at(zx, zy, 1.5);
+        if (ImGui::IsKeyPressed(GLFW_KEY_MINUS) || ImGui::IsKeyPressed(GLFW_KEY_KP_SUBTRACT)) view_.zoom_at(zx, zy, 1 / 1.5);
+        const double step = 0.1 * std::min(view_.width, view_.height);
+        if (ImGui::IsKeyPressed(GLFW_KEY_LEFT)) view_.pan_pixels(step, 0);
+        if (ImGui::IsKeyPressed(GLFW_KEY_RIGHT)) view_.pan_pixels(-step, 0);
+        if (ImGui::IsKeyPressed(GLFW_KEY_UP)) view_.pan_pixels(0, step);
+        if (ImGui::IsKeyPressed(GLFW_KEY_DOWN)) view_.pan_pixels(0, -step);
+        if (ImGui::IsKeyPressed(GLFW_KEY_F, false) || ImGui::IsKeyPressed(GLFW_KEY_HOME, false)) view_.fit(model_.positions());
+    }
+
+    if (scripted_hover_) update_hover(scripted_hover_->first, scripted_hover_->second);
+    else if (hovered && !ImGui::IsItemActive()) update_hover(mpx, mpy);
+    else {
+        model_.hover = {};
+        hover_key_ = {};
+    }
+}
+
+void MapView::update_hover(double px, double py) {
+    const int64_t n = model_.positions();
+    HoverKey key;
+    key.key = static_cast<int64_t>(std::floor(view_.key_at(px + 0.5)));
+    key.query = static_cast<int64_t>(std::floor(view_.query_at(py + 0.5)));
+    key.layer = model_.settings.layer;
+    key.head = model_.settings.head;
+    key.level = render::lod_level(view_.tokens_per_pixel, render::top_level(n));
+    if (key == hover_key_) return;
+    hover_key_ = key;
+    model_.hover = view::hover_at(model_.session(), model_.source(), view_, key.layer, key.head, px, py);
+}
+
+void MapView::draw_overlays(float fb_x, float fb_y) {
+    ImDrawList* dl = ImGui::GetWindowDrawList();
+    const float font = ImGui::GetFontSize();
+    const int64_t n = model_.positions();
+    const double tpu_x = view_.tokens_per_pixel * fb_x, tpu_y = view_.tokens_per_pixel * fb_y;  // tokens per ImGui unit
+    const float cell = static_cast<float>(1.0 / tpu_x);
+    auto sx = [&](double key) { return x0_ + static_cast<float>(view_.pixel_x(key) / fb_x); };
+    auto sy = [&](double query) { return y0_ + static_cast<float>(view_.pixel_y(query) / fb_y); };
+    const ImU32 text_col = ImGui::GetColorU32(ImGuiCol_Text), dim = ImGui::GetColorU32(ImGuiCol_TextDisabled);
+    const float left_margin = x0_ - ImGui::GetWindowPos().x - ImGui::GetStyle().WindowPadding.x;
+
+    // Axis labels: token text when cells are tall/wide enough, else position ticks.
+    const int64_t k_first = std::max<int64_t>(0, static_cast<int64_t>(std::floor(view_.key_at(0))));
+    const int64_t k_last = std::min<int64_t>(n - 1, static_cast<int64_t>(std::floor(view_.key_at(view_.width))));
+    const int64_t q_first = std::max<int64_t>(0, static_cast<int64_t>(std::floor(view_.query_at(0))));
+    const int64_t q_last = std::min<int64_t>(n - 1, static_cast<int64_t>(std::floor(view_.query_at(view_.height))));
+    dl->PushClipRect(ImVec2(x0_ - left_margin, y0_), ImVec2(x0_, y0_ + h_), true);
+    if (cell >= font * 1.05f) {
+        for (int64_t q = q_first; q <= q_last; ++q) {
+            const std::string label = model_.token_display(q, 24);
+            const ImVec2 size = ImGui::CalcTextSize(label.c_str());
+            const float y = (sy(q) + sy(q + 1)) / 2 - size.y / 2;
+            dl->AddText(ImVec2(x0_ - 4 - size.x, y), q == model_.selected_query ? IM_COL32(255, 210, 80, 255) : text_col,
+                        label.c_str());
+        }
+    } else if (q_last >= q_first) {
+        const int64_t step = tick_step(tpu_y, font * 2.5);
+        for (int64_t q = (q_first + step - 1) / step * step; q <= q_last; q += step) {
+            char text[32];
+            std::snprintf(text, sizeof text, "%" PRId64, q);
+            const ImVec2 size = ImGui::CalcTextSize(text);
+            dl->AddText(ImVec2(x0_ - 6 - size.x, sy(q + 0.5) - size.y / 2), dim, text);
+            dl->AddLine(ImVec2(x0_ - 4, sy(q + 0.5)), ImVec2(x0_, sy(q + 0.5)), dim);
+        }
+    }
+    dl->PopClipRect();
+    dl->PushClipRect(ImVec2(x0_ - left_margin, y0_ - font * 1.6f), ImVec2(x0_ + w_, y0_), true);
+    if (cell >= font * 1.6f) {
+        for (int64_t k = k_first; k <= k_last; ++k) {
+            const std::string label = model_.token_display(k, 16);
+            const float a = sx(k), b = sx(k + 1);
+            dl->PushClipRect(ImVec2(a + 1, y0_ - font * 1.6f), ImVec2(b - 1, y0_), true);
+            const ImVec2 size = ImGui::CalcTextSize(label.c_str());
+            dl->AddText(ImVec2(std::max(a + 2, (a + b) / 2 - size.x / 2), y0_ - size.y - 3), text_col, label.c_str());
+            dl->PopClipRect();
+        }
+    } else if (k_last >= k_first) {
+        const int64_t step = tick_step(tpu_x, font * 4.5);
+        for (int64_t k = (k_first + step - 1) / step * step; k <= k_last; k += step) {
+            char text[32];
+            std::snprintf(text, sizeof text, "%" PRId64, k);
+            const ImVec2 size = ImGui::CalcTextSize(text);
+            dl->AddText(ImVec2(sx(k + 0.5) - size.x / 2, y0_ - size.y - 5), dim, text);
+            dl->AddLine(ImVec2(sx(k + 0.5), y0_ - 4), ImVec2(sx(k + 0.5), y0_), dim);
+        }
+    }
+    dl->PopClipRect();
+
+    // Selection and hover outlines, clipped to the map.
+    dl->PushClipRect(ImVec2(x0_, y0_), ImVec2(x0_ + w_, y0_ + h_), true);
+    if (model_.selected_query >= 0) {
+        const double q = static_cast<double>(model_.selected_query);
+        float a = sy(q), b = sy(q + 1);
+        if (b - a < 3) a = (a + b) / 2 - 1.5f, b = a + 3;
+        dl->AddRect(ImVec2(sx(0) - 1, a - 1), ImVec2(sx(q + 1) + 1, b + 1), IM_COL32(255, 210, 80, 230), 0, 0, 1.5f);
+    }
+    const view::HoverInfo& h = model_.hover;
+    if (h.query >= 0 && h.key >= 0) {
+        const double c = std::max(1.0, static_cast<double>(int64_t(1) << h.level));
+        const double k0 = std::floor(h.key / c) * c, q0 = std::floor(h.query / c) * c;
+        const float x_a = sx(k0), x_b = std::max(sx(k0 + c), x_a + 2), y_a = sy(q0), y_b = std::max(sy(q0 + c), y_a + 2);
+        dl->AddRect(ImVec2(x_a - 1, y_a - 1), ImVec2(x_b + 1, y_b + 1), IM_COL32(255, 255, 255, 220));
+    }
+    dl->PopClipRect();
+
+    // Status line in the map's bottom-left corner.
+    char status[256];
+    std::snprintf(status, sizeof status, "level %d  %.3g tok/px  tiles %d/%d exact%s", stats_.level, view_.tokens_per_pixel,
+                  stats_.exact_tiles, stats_.visible_tiles, stats_.all_exact() ? "" : "  (refining…)");
+    const ImVec2 ssize = ImGui::CalcTextSize(status);
+    const ImVec2 spos(x0_ + 6, y0_ + h_ - ssize.y - 6);
+    dl->AddRectFilled(ImVec2(spos.x - 3, spos.y - 2), ImVec2(spos.x + ssize.x + 3, spos.y + ssize.y + 2), IM_COL32(0, 0, 0, 150), 3);
+    dl->AddText(spos, IM_COL32(220, 220, 220, 255), status);
+
+    if (h.query >= 0 && (ImGui::IsItemHovered() || scripted_hover_)) {
+        if (scripted_hover_) {
+            // Place the tooltip as if the mouse were there.
+            ImGui::SetNextWindowPos(ImVec2(x0_ + static_cast<float>(scripted_hover_->first / fb_x) + 16,
+                                           y0_ + static_cast<float>(scripted_hover_->second / fb_y) + 16));
+        }
+        draw_tooltip();
+    }
+}
+
+void MapView::draw_tooltip() {
+    const view::HoverInfo& h = model_.hover;
+    ImGui::BeginTooltip();
+    ImGui::Text("query %" PRId64 "  %s", h.query, model_.token_display(h.query).c_str());
+    ImGui::Text("key   %" PRId64 "  %s", h.key, model_.token_display(h.key).c_str());
+    ImGui::Separator();
+    if (!h.inside) {
+        ImGui::TextDisabled("above the diagonal: masked (causal)");
+    } else {
+        ImGui::Text("p = %.6g   (rank %" PRId64 " of %" PRId64 ")", h.probability, h.rank, h.query + 1);
+        ImGui::TextDisabled("layer %d  head %d", model_.settings.layer, model_.settings.head);
+        if (h.level > 0) {
+            const int64_t c = int64_t(1) << h.level;
+            ImGui::Text("cell %" PRId64 "\xC3\x97%" PRId64 " (level %d): sum %.4g  max %.4g", c, c, h.level, h.cell_sum, h.cell_max);
+        }
+    }
+    ImGui::EndTooltip();
+}
+
+void MapView::record_blit(VkCommandBuffer cmd, VkImage image, VkExtent2D extent, bool blit_supported) {
+    if (!renderer_ || !have_frame_) return;
+    const render::GpuImage& src = renderer_->target();
+    // Clip the destination rectangle to the swapchain image (the map may hang off a shrinking window).
+    const int32_t dx0 = std::max(0, fb_x0_), dy0 = std::max(0, fb_y0_);
+    const int32_t dx1 = std::min<int32_t>(static_cast<int32_t>(extent.width), fb_x0_ + static_cast<int32_t>(src.width));
+    const int32_t dy1 = std::min<int32_t>(static_cast<int32_t>(extent.height), fb_y0_ + static_cast<int32_t>(src.height));
+    if (dx1 <= dx0 || dy1 <= dy0) return;
+    const int32_t sx0 = dx0 - fb_x0_, sy0 = dy0 - fb_y0_;
+    // The renderer left its target in TRANSFER_SRC_OPTIMAL, and its render pass orders its writes
+    // before later transfer reads (and our reads before its next writes).
+    if (blit_supported) {
+        VkImageBlit blit{};
+        blit.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+        blit.srcOffsets[0] = {sx0, sy0, 0};
+        blit.srcOffsets[1] = {sx0 + (dx1 - dx0), sy0 + (dy1 - dy0), 1};
+        blit.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+        blit.dstOffsets[0] = {dx0, dy0, 0};
+        blit.dstOffsets[1] = {dx1, dy1, 1};
+        vkCmdBlitImage(cmd, src.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1,
+                       &blit, VK_FILTER_NEAREST);
+    } else {
+        VkImageCopy copy{};
+        copy.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+        copy.srcOffset = {sx0, sy0, 0};
+        copy.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+        copy.dstOffset = {dx0, dy0, 0};
+        copy.extent = {static_cast<uint32_t>(dx1 - dx0), static_cast<uint32_t>(dy1 - dy0), 1};
+        vkCmdCopyImage(cmd, src.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1, &copy);
+    }
+    VkMemoryBarrier after{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    after.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    after.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT;
+    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &after, 0, nullptr, 0,
+                         nullptr);
+}
+
+}  // namespace attn::app

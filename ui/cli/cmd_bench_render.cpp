@@ -1,0 +1,200 @@
+// `attnscope bench render`: headless scripted pan and zoom over a synthetic session (default 50k
+// tokens): frame times, time from each zoom until every visible tile is exact, tile production
+// rate and cache memory. Prints a table, then one JSON object on the last line.
+#include <CLI/CLI.hpp>
+
+#include "engine/error.h"
+
+#ifdef ATTNSCOPE_HAVE_UI
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "ui/view/headless.h"
+#include "ui/view/synthetic_session.h"
+#endif
+
+namespace attn::cli {
+
+#ifdef ATTNSCOPE_HAVE_UI
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double percentile(std::vector<double> v, double p) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
+    return v[i];
+}
+
+struct BenchRenderCommand {
+    int64_t tokens = 50000;
+    std::string size = "2560x1440";
+    int head = 2;  // the synthetic "induction" head: sink, diagonal band and stripes
+    double exact_timeout_s = 20;
+    int pan_frames = 60;
+    int cache_mb = 256;
+    bool validation = false;
+    bool json_only = false;
+
+    void run() const {
+        unsigned width = 0, height = 0;
+        char x = 0;
+        std::istringstream in(size);
+        if (!(in >> width >> x >> height) || x != 'x' || width == 0 || height == 0)
+            fail("--size '", size, "' must be WIDTHxHEIGHT");
+        const auto gen_start = Clock::now();
+        view::SyntheticOptions synthetic;
+        synthetic.tokens = tokens;
+        const Session session = view::make_synthetic_session(synthetic);
+        const double gen_seconds = std::chrono::duration<double>(Clock::now() - gen_start).count();
+
+        render::VulkanContextOptions context_options;
+        context_options.validation = validation;
+        render::VulkanContext context(context_options);
+        view::HeadlessOptions options;
+        options.width = width, options.height = height;
+        options.head = head;
+        options.cache.budget_bytes = static_cast<uint64_t>(cache_mb) << 20;
+        view::HeadlessView view(context, session, options);
+
+        std::vector<double> rendered_ms, all_ms, draw_only_ms;
+        std::vector<double> to_exact_ms;
+        std::vector<int> zoom_levels;
+        int not_exact = 0;
+        auto frame = [&] {
+            const render::FrameStats s = view.frame();
+            all_ms.push_back(s.cpu_ms);
+            if (s.rendered) rendered_ms.push_back(s.cpu_ms);
+            if (s.rendered && s.uploads == 0 && s.colorized == 0) draw_only_ms.push_back(s.cpu_ms);
+            return s;
+        };
+        // After a zoom: frames (as an idle UI would draw them) until every visible tile is exact.
+        auto settle = [&] {
+            const auto start = Clock::now();
+            render::FrameStats s = frame();
+            zoom_levels.push_back(s.level);
+            while (!s.all_exact() && std::chrono::duration<double>(Clock::now() - start).count() < exact_timeout_s) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                s = frame();
+            }
+            if (s.all_exact())
+                to_exact_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+            else
+                ++not_exact;
+        };
+        auto pan = [&](double dx, double dy) {
+            for (int i = 0; i < pan_frames; ++i) {
+                view.view().pan_pixels(dx, dy);
+                frame();
+            }
+        };
+
+        const auto bench_start = Clock::now();
+        const uint64_t produced_before = view.cache().stats().produced;
+        const double w = width, h = height, n = static_cast<double>(tokens);
+        view.view().fit(tokens);
+        settle();
+        pan(4, 0);
+        // Zoom in by 4× four times towards points on the diagonal band, panning along it at each level.
+        const double targets[][2] = {{0.62, 0.64}, {0.30, 0.33}, {0.80, 0.81}, {0.45, 0.46}};
+        for (int step = 0; step < 4; ++step) {
+            const double key = targets[step][0] * n, query = targets[step][1] * n;
+            const double span = n / std::pow(4.0, step + 1);
+            view.view().show(key - span / 2, query - span / 2 * h / w, key + span / 2, query + span / 2 * h / w);
+            settle();
+            pan(-6, -6);
+        }
+        // Zoom out in steps of 4 around the screen centre.
+        for (int step = 0; step < 3; ++step) {
+            view.view().zoom_at(w / 2, h / 2, 0.25);
+            settle();
+            pan(8, 8);
+        }
+        const double bench_seconds = std::chrono::duration<double>(Clock::now() - bench_start).count();
+        const render::TileCacheStats cache_stats = view.cache().stats();
+        const uint64_t produced = cache_stats.produced - produced_before;
+
+        double sum = 0;
+        for (double v : rendered_ms) sum += v;
+        const double mean = rendered_ms.empty() ? 0 : sum / static_cast<double>(rendered_ms.size());
+        nlohmann::json out;
+        out["device"] = context.device_description();
+        out["tokens"] = tokens;
+        out["size"] = size;
+        out["frames"] = all_ms.size();
+        out["rendered_frames"] = rendered_ms.size();
+        out["p50_ms"] = percentile(rendered_ms, 50);
+        out["p95_ms"] = percentile(rendered_ms, 95);
+        out["p99_ms"] = percentile(rendered_ms, 99);
+        out["max_ms"] = percentile(rendered_ms, 100);
+        out["fps"] = mean > 0 ? 1000.0 / mean : 0;
+        out["all_frames_p99_ms"] = percentile(all_ms, 99);
+        // Frames that only redraw (view moved; no tile arrived or was recoloured).
+        out["draw_only_p50_ms"] = percentile(draw_only_ms, 50);
+        out["draw_only_p99_ms"] = percentile(draw_only_ms, 99);
+        out["time_to_exact_ms"] = percentile(to_exact_ms, 50);
+        out["time_to_exact_max_ms"] = percentile(to_exact_ms, 100);
+        out["time_to_exact_each_ms"] = to_exact_ms;
+        out["zoom_levels"] = zoom_levels;
+        out["zooms_not_exact_within_timeout"] = not_exact;
+        out["exact_timeout_s"] = exact_timeout_s;
+        out["tiles_produced"] = produced;
+        out["tiles_per_s"] = bench_seconds > 0 ? static_cast<double>(produced) / bench_seconds : 0;
+        out["tile_ms_mean"] = cache_stats.produced ? 1000.0 * cache_stats.produce_seconds / static_cast<double>(cache_stats.produced) : 0;
+        out["cache_bytes"] = view.cache().resident_bytes();
+        out["cache_gpu_bytes_allocated"] = view.cache().gpu_bytes();
+        out["cache_evictions"] = cache_stats.evicted;
+        out["requests_cancelled"] = cache_stats.cancelled;
+        out["synthetic_generation_s"] = gen_seconds;
+        out["bench_seconds"] = bench_seconds;
+        out["validation_errors"] = context.validation_errors().size();
+        if (!json_only) {
+            std::printf("render bench: %lld tokens, %s, %s\n", static_cast<long long>(tokens), size.c_str(),
+                        context.device_description().c_str());
+            std::printf("  frames          %zu (%zu re-rendered; unchanged frames are skipped)\n", all_ms.size(),
+                        rendered_ms.size());
+            std::printf("  frame time      p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  (%.1f fps)\n", percentile(rendered_ms, 50),
+                        percentile(rendered_ms, 95), percentile(rendered_ms, 99), mean > 0 ? 1000.0 / mean : 0);
+            std::printf("  zoom → exact    median %.0f ms  max %.0f ms  (%d zooms not exact within %.0f s)\n",
+                        percentile(to_exact_ms, 50), percentile(to_exact_ms, 100), not_exact, exact_timeout_s);
+            std::printf("  tiles           %llu produced, %.1f tiles/s, %.1f ms each on average\n",
+                        static_cast<unsigned long long>(produced), out["tiles_per_s"].get<double>(),
+                        out["tile_ms_mean"].get<double>());
+            std::printf("  cache           %.1f MiB resident, %.1f MiB allocated\n",
+                        static_cast<double>(view.cache().resident_bytes()) / (1 << 20),
+                        static_cast<double>(view.cache().gpu_bytes()) / (1 << 20));
+        }
+        std::printf("%s\n", out.dump().c_str());
+    }
+};
+
+}  // namespace
+#endif
+
+void add_bench_render_command(CLI::App& bench) {
+#ifdef ATTNSCOPE_HAVE_UI
+    auto cmd = std::make_shared<BenchRenderCommand>();
+    CLI::App* render = bench.add_subcommand("render", "Vulkan renderer: headless pan/zoom over a synthetic session");
+    render->add_option("--tokens", cmd->tokens, "Tokens in the synthetic session (default 50000)")
+        ->check(CLI::Range(int64_t(256), int64_t(65536)));
+    render->add_option("--size", cmd->size, "Viewport WIDTHxHEIGHT (default 2560x1440)");
+    render->add_option("--head", cmd->head, "Synthetic head: 0 previous-token, 1 sink, 2 induction, 3 local band");
+    render->add_option("--exact-timeout", cmd->exact_timeout_s, "Seconds to wait for exact tiles after each zoom");
+    render->add_option("--pan-frames", cmd->pan_frames, "Frames of panning after each zoom");
+    render->add_option("--cache-mb", cmd->cache_mb, "Tile cache budget in MiB (default 256)");
+    render->add_flag("--validation", cmd->validation, "Enable the Vulkan validation layer");
+    render->add_flag("--json", cmd->json_only, "Only the JSON line");
+    render->callback([cmd] { cmd->run(); });
+#else
+    CLI::App* render = bench.add_subcommand("render", "Vulkan renderer benchmark (not in this build)");
+    render->allow_extras();
+    render->callback([] { fail("this attnscope was built without the Vulkan renderer (see the CMake output)"); });
+#endif
+}
+
+}  // namespace attn::cli
