@@ -1,5 +1,7 @@
 #include "engine/parallel.h"
 
+#include <cblas.h>
+
 #include <atomic>
 
 namespace attn {
@@ -94,5 +96,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     inside = false;
     if (error_) std::rethrow_exception(error_);
 }
+
+void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
+int blas_threads() { return openblas_get_num_threads(); }
 
 }  // namespace attn

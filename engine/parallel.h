@@ -41,4 +41,9 @@ private:
     std::exception_ptr error_;
 };
 
+// Threads the BLAS library may use inside one call. Callers that already run many BLAS calls in
+// parallel (the tile cache's producers) set 1 so the library doesn't oversubscribe the machine.
+void set_blas_threads(int threads);
+int blas_threads();
+
 }  // namespace attn

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <mutex>
 
 #include "engine/error.h"
@@ -18,9 +19,18 @@ constexpr int64_t kSlab = 1024;  // queries or keys per GEMM block (bounds the s
 // Visits P over queries [q0, q1) × keys [k0, k1) in blocks: visitor(i0, rows, j0, cols, p) with p
 // row-major [rows × cols] holding exact probabilities (0 where masked). The scores GEMM runs on the
 // calling thread (OpenBLAS threads it); the exponentials are spread over the pool by row.
+// Runs fn(i) for i in [0, n): on the shared pool, or inline.
+void for_range(int64_t n, bool inline_work, const std::function<void(int64_t)>& fn) {
+    if (inline_work) {
+        for (int64_t i = 0; i < n; ++i) fn(i);
+    } else {
+        ThreadPool::shared().parallel_for(n, fn);
+    }
+}
+
 template <typename Visitor>
 void for_each_probability_block(const CaptureStore& store, int layer, int head, int64_t q0, int64_t q1, int64_t k0,
-                                int64_t k1, Visitor&& visitor) {
+                                int64_t k1, Visitor&& visitor, bool inline_work = false) {
     const CaptureShape& shape = store.shape();
     const int hd = shape.head_dim;
     const int kvh = shape.kv_head_of(head);
@@ -39,7 +49,7 @@ void for_each_probability_block(const CaptureStore& store, int layer, int head, 
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(cols), hd,
                         shape.scale, store.q(layer, i0) + int64_t(head) * hd, q_stride,
                         store.k(layer, j0) + int64_t(kvh) * hd, k_stride, 0.0f, block.data(), static_cast<int>(cols));
-            ThreadPool::shared().parallel_for((rows + 63) / 64, [&](int64_t group) {
+            for_range((rows + 63) / 64, inline_work, [&](int64_t group) {
                 const int64_t r_end = std::min(rows, (group + 1) * 64);
                 for (int64_t r = group * 64; r < r_end; ++r) {
                     const int64_t i = i0 + r;
@@ -98,7 +108,7 @@ double CpuTileSource::mass(int layer, int head, int64_t q0, int64_t q1, int64_t 
     return total;
 }
 
-Tile CpuTileSource::tile(const TileRequest& request) const {
+Tile CpuTileSource::tile(const TileRequest& request, bool inline_work) const {
     check_request(store_, request.layer, request.head);
     if (request.level < 0 || request.level > 40) fail("tile level ", request.level, " is out of range");
     const int64_t across = tiles_across(store_.positions(), request.level);
@@ -106,8 +116,8 @@ Tile CpuTileSource::tile(const TileRequest& request) const {
         fail("tile (", request.tx, ", ", request.ty, ") does not exist at level ", request.level, " (", across,
              "×", across, " tiles)");
     // The overview only helps once its blocks nest in the cells and it covers every row.
-    return request.level >= kFirstOverviewLevel && store_.overview_complete() ? tile_from_overview(request)
-                                                                               : tile_exact(request);
+    return request.level >= kFirstOverviewLevel && store_.overview_complete() ? tile_from_overview(request, inline_work)
+                                                                               : tile_exact(request, inline_work);
 }
 
 namespace {
@@ -127,7 +137,7 @@ Tile empty_tile(const TileRequest& request, int64_t positions) {
 }
 }  // namespace
 
-Tile CpuTileSource::tile_exact(const TileRequest& request) const {
+Tile CpuTileSource::tile_exact(const TileRequest& request, bool inline_work) const {
     const int64_t n = store_.positions();
     Tile tile = empty_tile(request, n);
     const int level = request.level;
@@ -141,7 +151,7 @@ Tile CpuTileSource::tile_exact(const TileRequest& request) const {
             // Rows are aggregated in parallel by groups of whole cell rows, so no two tasks share a cell.
             const int64_t cell = int64_t(1) << level;
             const int64_t first_cell_row = (i0 - q0) >> level, last_cell_row = (i0 + rows - 1 - q0) >> level;
-            ThreadPool::shared().parallel_for(last_cell_row - first_cell_row + 1, [&](int64_t g) {
+            for_range(last_cell_row - first_cell_row + 1, inline_work, [&](int64_t g) {
                 const int64_t cell_row = first_cell_row + g;
                 const int64_t r_begin = std::max(i0, q0 + cell_row * cell) - i0;
                 const int64_t r_end = std::min(i0 + rows, q0 + (cell_row + 1) * cell) - i0;
@@ -156,16 +166,17 @@ Tile CpuTileSource::tile_exact(const TileRequest& request) const {
                     }
                 }
             });
-        });
+        },
+        inline_work);
     return tile;
 }
 
-Tile CpuTileSource::tile_from_overview(const TileRequest& request) const {
+Tile CpuTileSource::tile_from_overview(const TileRequest& request, bool inline_work) const {
     const int64_t n = store_.positions();
     Tile tile = empty_tile(request, n);
     const int64_t blocks_per_cell = (int64_t(1) << request.level) / CaptureStore::kOverviewBlock;
     const int64_t total_blocks = store_.overview_blocks();
-    ThreadPool::shared().parallel_for(tile.valid_rows, [&](int64_t r) {
+    for_range(tile.valid_rows, inline_work, [&](int64_t r) {
         const int64_t qb0 = (request.ty * Tile::kEdge + r) * blocks_per_cell;
         const int64_t qb1 = std::min(total_blocks, qb0 + blocks_per_cell);
         for (int64_t c = 0; c < tile.valid_cols; ++c) {

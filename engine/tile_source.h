@@ -30,7 +30,9 @@ public:
 
     // Exact probabilities of query i over keys 0..i (zeros where masked by a sliding window).
     std::vector<float> row(int layer, int head, int64_t query) const;
-    Tile tile(const TileRequest& request) const;
+    // inline_work: compute on the calling thread only (for callers that already run many tiles in
+    // parallel, like the tile cache's producers, and want the work at their thread's priority).
+    Tile tile(const TileRequest& request, bool inline_work = false) const;
     // Σ P over queries [q0, q1) × keys [k0, k1) (visible pairs only).
     double mass(int layer, int head, int64_t q0, int64_t q1, int64_t k0, int64_t k1) const;
 
@@ -41,8 +43,8 @@ public:
 
 private:
     void scores_block(int layer, int head, int64_t q0, int64_t nq, int64_t k0, int64_t nk, float* out) const;
-    Tile tile_from_overview(const TileRequest& request) const;
-    Tile tile_exact(const TileRequest& request) const;
+    Tile tile_from_overview(const TileRequest& request, bool inline_work) const;
+    Tile tile_exact(const TileRequest& request, bool inline_work) const;
 
     const CaptureStore& store_;
     int threads_;

@@ -1,5 +1,7 @@
 #include "ui/render/tile_cache.h"
 
+#include "engine/parallel.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -40,6 +42,10 @@ TileCache::TileCache(VulkanContext& context, const CpuTileSource& source, const 
     slot_owner_.resize(capacity_);
 
     const int workers = options.workers > 0 ? options.workers : std::max(1u, std::thread::hardware_concurrency());
+    // The producers parallelise across tiles; BLAS threads inside each tile only oversubscribe the
+    // cores the rasteriser needs (measured on 2 cores: 41 → 67 tiles/s, and shorter stalls).
+    blas_threads_before_ = blas_threads();
+    set_blas_threads(1);
     for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { producer_loop(); });
 }
 
@@ -51,6 +57,7 @@ TileCache::~TileCache() {
     work_ready_.notify_all();
     staging_free_.notify_all();
     for (std::thread& worker : workers_) worker.join();
+    set_blas_threads(blas_threads_before_);
     vkDeviceWaitIdle(context_.device());
     context_.destroy(staging_);
     context_.destroy(color_);
@@ -98,7 +105,7 @@ void TileCache::producer_loop() {
         const auto start = std::chrono::steady_clock::now();
         std::optional<Tile> tile;
         try {
-            tile = source_.tile({key.layer, key.head, key.level, key.tx, key.ty});
+            tile = source_.tile({key.layer, key.head, key.level, key.tx, key.ty}, /*inline_work=*/true);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "attnscope: tile (layer %d head %d level %d x %lld y %lld) failed: %s\n", key.layer,
                          key.head, key.level, static_cast<long long>(key.tx), static_cast<long long>(key.ty), e.what());

@@ -149,6 +149,7 @@ private:
     TileCacheStats stats_;
     bool stopping_ = false;
     std::vector<std::thread> workers_;
+    int blas_threads_before_ = 1;
 };
 
 }  // namespace attn::render
