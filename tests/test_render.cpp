@@ -247,18 +247,21 @@ TEST_CASE("LRU eviction under a small budget", "[render]") {
     options.cache.budget_bytes = 4 * TileCache::kSlotBytes;
     HeadlessView view(context, session, options);
     REQUIRE(view.cache().capacity_slots() == 4);
+    // Five level-0 tiles are shown one after another, so at least one must be evicted from four slots
+    // whatever else (ancestors) the cache produced in between.
     const std::vector<TileKey> candidates = {{0, 0, 3, 0, 0, Plane::Max}, {0, 0, 0, 0, 0, Plane::Max},
-                                             {0, 0, 0, 1, 1, Plane::Max}, {0, 0, 0, 2, 2, Plane::Max}};
+                                             {0, 0, 0, 1, 1, Plane::Max}, {0, 0, 0, 2, 2, Plane::Max},
+                                             {0, 0, 0, 3, 3, Plane::Max}};
     std::map<int, uint64_t> last_used;  // candidate index → last frame it was drawn, before the final move
-    for (int t = 0; t < 4; ++t) {
-        if (t == 3)
+    for (int t = 0; t < 5; ++t) {
+        if (t == 4)
             for (size_t i = 0; i < candidates.size(); ++i)
                 if (const CachedTile* tile = view.cache().find(candidates[i])) last_used[static_cast<int>(i)] = tile->last_used_frame;
         view.view().show(t * 256.0, t * 256.0, (t + 1) * 256.0, (t + 1) * 256.0);  // exactly tile (t, t) at level 0
         REQUIRE(view.wait_exact(60).all_exact());
         REQUIRE(view.cache().resident_tiles() <= 4);
     }
-    REQUIRE(view.cache().find({0, 0, 0, 3, 3, Plane::Max}) != nullptr);
+    REQUIRE(view.cache().find({0, 0, 0, 4, 4, Plane::Max}) != nullptr);
     REQUIRE(view.cache().stats().evicted >= 1);
     // Whatever was evicted was drawn less recently than everything that stayed.
     uint64_t newest_evicted = 0, oldest_kept = UINT64_MAX;

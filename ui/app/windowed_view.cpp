@@ -36,16 +36,6 @@ std::pair<int, int> parse_window_size(const std::string& text) {
     return {static_cast<int>(w), static_cast<int>(h)};
 }
 
-double number(const view::ScriptAction& a, size_t i) {
-    try {
-        size_t used = 0;
-        const double v = std::stod(a.args.at(i), &used);
-        if (used != a.args[i].size()) throw std::invalid_argument("trailing");
-        return v;
-    } catch (const std::exception&) {
-        fail("script line ", a.line, ": '", a.verb, "' expects a number, got '", a.args.at(i), "'");
-    }
-}
 
 // Runs a headless-format script against the window, one step per frame.
 class ScriptDriver {
@@ -69,57 +59,20 @@ public:
         while (next_ < actions_.size()) {
             const view::ScriptAction& a = actions_[next_++];
             const std::string& v = a.verb;
-            render::ViewTransform& view = map.view();
-            if (v == "fit") {
-                view.fit(model.positions());
-            } else if (v == "show") {
-                view.show(number(a, 0), number(a, 1), number(a, 2), number(a, 3));
-            } else if (v == "zoom") {
-                const double factor = number(a, 0);
-                if (!(factor > 0)) fail("script line ", a.line, ": zoom factor must be positive");
-                view.zoom_at(a.args.size() >= 3 ? number(a, 1) : view.width / 2.0,
-                             a.args.size() >= 3 ? number(a, 2) : view.height / 2.0, factor);
-            } else if (v == "pan") {
-                view.pan_pixels(number(a, 0), number(a, 1));
-            } else if (v == "layer" || v == "head") {
-                const int value = static_cast<int>(number(a, 0));
-                const int limit = v == "layer" ? shape.n_layer : shape.n_head;
-                if (value < 0 || value >= limit) fail("script line ", a.line, ": ", v, " ", value, " is out of range (0..", limit - 1, ")");
-                (v == "layer" ? s.layer : s.head) = value;
-            } else if (v == "plane") {
-                if (a.args[0] != "sum" && a.args[0] != "max") fail("script line ", a.line, ": plane is sum or max");
-                s.plane = a.args[0] == "sum" ? render::Plane::Sum : render::Plane::Max;
-            } else if (v == "colormap") {
-                const auto m = render::parse_colormap(a.args[0]);
-                if (!m) fail("script line ", a.line, ": unknown colormap '", a.args[0], "'");
-                s.colormap = *m;
-            } else if (v == "scale") {
-                if (a.args[0] != "log" && a.args[0] != "linear") fail("script line ", a.line, ": scale is log or linear");
-                s.scale = a.args[0] == "log" ? render::ValueScale::Log : render::ValueScale::Linear;
-            } else if (v == "range") {
-                s.manual_range = s.lock_range = false;
-                if (a.args.size() == 2) {
-                    s.manual_range = true;
-                    s.range_low = static_cast<float>(number(a, 0));
-                    s.range_high = static_cast<float>(number(a, 1));
-                } else if (a.args[0] == "lock") {
-                    s.lock_range = true;
-                } else if (a.args[0] != "auto") {
-                    fail("script line ", a.line, ": range takes auto, lock or LOW HIGH");
-                }
-            } else if (v == "hover") {
+            if (view::apply_view_action(a, model.positions(), shape, map.view(), s)) continue;
+            if (v == "hover") {
                 // The tooltip shows from this frame on; the JSON line is printed after the frame.
-                map.set_scripted_hover(std::make_pair(number(a, 0), number(a, 1)));
+                map.set_scripted_hover(std::make_pair(view::script_number(a, 0), view::script_number(a, 1)));
                 hover_pending_ = true;
                 return;
             } else if (v == "wait") {
-                wait_frames_ = std::max(0, static_cast<int>(number(a, 0)) - 1);
+                wait_frames_ = std::max(0, static_cast<int>(view::script_number(a, 0)) - 1);
                 return;
             } else if (v == "wait_exact") {
                 wait_exact_ = true;
                 deadline_ = std::chrono::steady_clock::now() +
                             std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                std::chrono::duration<double>(a.args.empty() ? 60.0 : number(a, 0)));
+                                std::chrono::duration<double>(a.args.empty() ? 60.0 : view::script_number(a, 0)));
                 return;
             } else if (v == "screenshot") {
                 screenshot_request = a.args[0];

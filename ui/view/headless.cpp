@@ -1,5 +1,7 @@
 #include "ui/view/headless.h"
 
+#include "ui/view/hover.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -25,7 +27,9 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
     return table;
 }
 
-double number(const ScriptAction& a, size_t i) {
+}  // namespace
+
+double script_number(const ScriptAction& a, size_t i) {
     try {
         size_t used = 0;
         const double v = std::stod(a.args.at(i), &used);
@@ -35,8 +39,6 @@ double number(const ScriptAction& a, size_t i) {
         fail("script line ", a.line, ": '", a.verb, "' expects a number, got '", a.args.at(i), "'");
     }
 }
-
-}  // namespace
 
 std::vector<ScriptAction> parse_script(const std::string& text, const std::string& source_name) {
     std::vector<ScriptAction> actions;
@@ -100,36 +102,10 @@ render::FrameStats HeadlessView::wait_exact(double timeout_seconds) {
 
 void HeadlessView::screenshot(const std::string& path) { renderer_->write_png(path); }
 
-std::string HeadlessView::token_text(int64_t position) const {
-    if (position < 0 || position >= static_cast<int64_t>(session_.tokens.size())) return {};
-    const Token& t = session_.tokens[static_cast<size_t>(position)];
-    if (t.end > session_.text.size() || t.begin > t.end) return {};
-    return session_.text.substr(t.begin, t.end - t.begin);
-}
+std::string HeadlessView::token_text(int64_t position) const { return view::token_text(session_, position); }
 
 HoverInfo HeadlessView::hover(double px, double py) const {
-    HoverInfo info;
-    const int64_t n = session_.capture->positions();
-    info.level = render::lod_level(view_.tokens_per_pixel, render::top_level(n));
-    // The token under the pixel's centre.
-    const double key = std::floor(view_.key_at(px + 0.5)), query = std::floor(view_.query_at(py + 0.5));
-    if (key < 0 || query < 0 || key >= static_cast<double>(n) || query >= static_cast<double>(n)) return info;
-    info.key = static_cast<int64_t>(key);
-    info.query = static_cast<int64_t>(query);
-    info.query_token = token_text(info.query);
-    info.key_token = token_text(info.key);
-    if (info.key > info.query) return info;  // causal upper triangle: empty
-    info.inside = true;
-    const std::vector<float> row = source_.row(settings_.layer, settings_.head, info.query);
-    info.probability = row[static_cast<size_t>(info.key)];
-    info.rank = 1 + std::count_if(row.begin(), row.end(), [&](float p) { return p > info.probability; });
-    // The aggregated cell at the drawn level, from the same tile the renderer shows.
-    const int64_t span = int64_t(Tile::kEdge) << info.level;
-    const Tile tile = source_.tile({settings_.layer, settings_.head, info.level, info.key / span, info.query / span});
-    const size_t cell = static_cast<size_t>(((info.query % span) >> info.level) * Tile::kEdge + ((info.key % span) >> info.level));
-    info.cell_sum = tile.sum[cell];
-    info.cell_max = tile.max[cell];
-    return info;
+    return hover_at(session_, source_, view_, settings_.layer, settings_.head, px, py);
 }
 
 std::string hover_json(const HoverInfo& hover) {
@@ -141,57 +117,66 @@ std::string hover_json(const HoverInfo& hover) {
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+bool apply_view_action(const ScriptAction& a, int64_t positions, const CaptureShape& shape, render::ViewTransform& view,
+                       render::RenderSettings& settings) {
+    const std::string& v = a.verb;
+    if (v == "fit") {
+        view.fit(positions);
+    } else if (v == "show") {
+        view.show(script_number(a, 0), script_number(a, 1), script_number(a, 2), script_number(a, 3));
+    } else if (v == "zoom") {
+        const double factor = script_number(a, 0);
+        if (!(factor > 0)) fail("script line ", a.line, ": zoom factor must be positive");
+        const double px = a.args.size() >= 3 ? script_number(a, 1) : view.width / 2.0;
+        const double py = a.args.size() >= 3 ? script_number(a, 2) : view.height / 2.0;
+        view.zoom_at(px, py, factor);
+    } else if (v == "pan") {
+        view.pan_pixels(script_number(a, 0), script_number(a, 1));
+    } else if (v == "layer" || v == "head") {
+        const int value = static_cast<int>(script_number(a, 0));
+        const int limit = v == "layer" ? shape.n_layer : shape.n_head;
+        if (value < 0 || value >= limit) fail("script line ", a.line, ": ", v, " ", value, " is out of range (0..", limit - 1, ")");
+        (v == "layer" ? settings.layer : settings.head) = value;
+    } else if (v == "plane") {
+        if (a.args[0] != "sum" && a.args[0] != "max") fail("script line ", a.line, ": plane is sum or max");
+        settings.plane = a.args[0] == "sum" ? render::Plane::Sum : render::Plane::Max;
+    } else if (v == "colormap") {
+        const auto map = render::parse_colormap(a.args[0]);
+        if (!map) fail("script line ", a.line, ": unknown colormap '", a.args[0], "' (viridis, magma, diverging)");
+        settings.colormap = *map;
+    } else if (v == "scale") {
+        if (a.args[0] != "log" && a.args[0] != "linear") fail("script line ", a.line, ": scale is log or linear");
+        settings.scale = a.args[0] == "log" ? render::ValueScale::Log : render::ValueScale::Linear;
+    } else if (v == "range") {
+        settings.manual_range = false;
+        settings.lock_range = false;
+        if (a.args.size() == 2) {
+            settings.manual_range = true;
+            settings.range_low = static_cast<float>(script_number(a, 0));
+            settings.range_high = static_cast<float>(script_number(a, 1));
+        } else if (a.args[0] == "lock") {
+            settings.lock_range = true;
+        } else if (a.args[0] != "auto") {
+            fail("script line ", a.line, ": range takes auto, lock or LOW HIGH");
+        }
+    } else {
+        return false;
+    }
+    return true;
+}
+
 void HeadlessView::run(const std::vector<ScriptAction>& actions, std::FILE* log) {
-    const CaptureShape& shape = session_.capture->shape();
     for (const ScriptAction& a : actions) {
+        if (apply_view_action(a, session_.capture->positions(), session_.capture->shape(), view_, settings_)) continue;
         const std::string& v = a.verb;
-        if (v == "fit") {
-            view_.fit(session_.capture->positions());
-        } else if (v == "show") {
-            view_.show(number(a, 0), number(a, 1), number(a, 2), number(a, 3));
-        } else if (v == "zoom") {
-            const double factor = number(a, 0);
-            if (!(factor > 0)) fail("script line ", a.line, ": zoom factor must be positive");
-            const double px = a.args.size() >= 3 ? number(a, 1) : view_.width / 2.0;
-            const double py = a.args.size() >= 3 ? number(a, 2) : view_.height / 2.0;
-            view_.zoom_at(px, py, factor);
-        } else if (v == "pan") {
-            view_.pan_pixels(number(a, 0), number(a, 1));
-        } else if (v == "layer" || v == "head") {
-            const int value = static_cast<int>(number(a, 0));
-            const int limit = v == "layer" ? shape.n_layer : shape.n_head;
-            if (value < 0 || value >= limit) fail("script line ", a.line, ": ", v, " ", value, " is out of range (0..", limit - 1, ")");
-            (v == "layer" ? settings_.layer : settings_.head) = value;
-        } else if (v == "plane") {
-            if (a.args[0] != "sum" && a.args[0] != "max") fail("script line ", a.line, ": plane is sum or max");
-            settings_.plane = a.args[0] == "sum" ? render::Plane::Sum : render::Plane::Max;
-        } else if (v == "colormap") {
-            const auto map = render::parse_colormap(a.args[0]);
-            if (!map) fail("script line ", a.line, ": unknown colormap '", a.args[0], "' (viridis, magma, diverging)");
-            settings_.colormap = *map;
-        } else if (v == "scale") {
-            if (a.args[0] != "log" && a.args[0] != "linear") fail("script line ", a.line, ": scale is log or linear");
-            settings_.scale = a.args[0] == "log" ? render::ValueScale::Log : render::ValueScale::Linear;
-        } else if (v == "range") {
-            settings_.manual_range = false;
-            settings_.lock_range = false;
-            if (a.args.size() == 2) {
-                settings_.manual_range = true;
-                settings_.range_low = static_cast<float>(number(a, 0));
-                settings_.range_high = static_cast<float>(number(a, 1));
-            } else if (a.args[0] == "lock") {
-                settings_.lock_range = true;
-            } else if (a.args[0] != "auto") {
-                fail("script line ", a.line, ": range takes auto, lock or LOW HIGH");
-            }
-        } else if (v == "hover") {
+        if (v == "hover") {
             frame();
-            std::fprintf(log, "%s\n", hover_json(hover(number(a, 0), number(a, 1))).c_str());
+            std::fprintf(log, "%s\n", hover_json(hover(script_number(a, 0), script_number(a, 1))).c_str());
         } else if (v == "wait") {
-            const int frames = static_cast<int>(number(a, 0));
+            const int frames = static_cast<int>(script_number(a, 0));
             for (int i = 0; i < frames; ++i) frame();
         } else if (v == "wait_exact") {
-            const render::FrameStats s = wait_exact(a.args.empty() ? 60.0 : number(a, 0));
+            const render::FrameStats s = wait_exact(a.args.empty() ? 60.0 : script_number(a, 0));
             if (!s.all_exact())
                 std::fprintf(log, "{\"note\": \"wait_exact timed out: %d of %d visible tiles exact\"}\n", s.exact_tiles,
                              s.visible_tiles);

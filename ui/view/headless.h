@@ -39,6 +39,13 @@ struct ScriptAction {
 
 // Throws attn::Error naming source:line for unknown verbs or wrong argument counts.
 std::vector<ScriptAction> parse_script(const std::string& text, const std::string& source_name);
+// Numeric argument `index` of an action (attn::Error naming the script line if it isn't a number).
+double script_number(const ScriptAction& action, size_t index);
+// Applies an action that changes what is shown (fit, show, zoom, pan, layer, head, plane, colormap,
+// scale, range) — shared by the headless and the windowed runners. Returns false for the verbs the
+// runner handles itself (hover, wait, wait_exact, screenshot).
+bool apply_view_action(const ScriptAction& action, int64_t positions, const CaptureShape& shape,
+                       render::ViewTransform& view, render::RenderSettings& settings);
 
 struct HoverInfo {
     bool inside = false;       // on a cell of the lower triangle
