@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/session_file.h"
 #include "ui/view/headless.h"
 #include "ui/view/synthetic_session.h"
 #endif
@@ -33,6 +34,8 @@ double percentile(std::vector<double> v, double p) {
 
 struct BenchRenderCommand {
     int64_t tokens = 50000;
+    std::string session_path;  // a real captured session instead of the synthetic one
+    int layer = -1;            // with --session: default the middle layer
     std::string size = "2560x1440";
     int head = 2;  // the synthetic "induction" head: sink, diagonal band and stripes
     double exact_timeout_s = 20;
@@ -48,17 +51,29 @@ struct BenchRenderCommand {
         if (!(in >> width >> x >> height) || x != 'x' || width == 0 || height == 0)
             fail("--size '", size, "' must be WIDTHxHEIGHT");
         const auto gen_start = Clock::now();
-        view::SyntheticOptions synthetic;
-        synthetic.tokens = tokens;
-        const Session session = view::make_synthetic_session(synthetic);
+        Session session;
+        if (session_path.empty()) {
+            view::SyntheticOptions synthetic;
+            synthetic.tokens = tokens;
+            session = view::make_synthetic_session(synthetic);
+        } else {
+            session = load_session(session_path);
+            if (!session.capture || session.capture->positions() == 0) fail(session_path, ": the session holds no capture");
+        }
         const double gen_seconds = std::chrono::duration<double>(Clock::now() - gen_start).count();
+        const int64_t positions = session.capture->positions();
+        const CaptureShape& shape = session.capture->shape();
+        const int shown_layer = session_path.empty() ? 0 : (layer >= 0 ? layer : shape.n_layer / 2);
+        const int shown_head = session_path.empty() ? head : std::min(head, shape.n_head - 1);
+        if (shown_layer >= shape.n_layer) fail("--layer ", shown_layer, " is out of range (0..", shape.n_layer - 1, ")");
 
         render::VulkanContextOptions context_options;
         context_options.validation = validation;
         render::VulkanContext context(context_options);
         view::HeadlessOptions options;
         options.width = width, options.height = height;
-        options.head = head;
+        options.layer = shown_layer;
+        options.head = shown_head;
         options.cache.budget_bytes = static_cast<uint64_t>(cache_mb) << 20;
         view::HeadlessView view(context, session, options);
 
@@ -96,8 +111,8 @@ struct BenchRenderCommand {
 
         const auto bench_start = Clock::now();
         const uint64_t produced_before = view.cache().stats().produced;
-        const double w = width, h = height, n = static_cast<double>(tokens);
-        view.view().fit(tokens);
+        const double w = width, h = height, n = static_cast<double>(positions);
+        view.view().fit(positions);
         settle();
         pan(4, 0);
         // Zoom in by 4× four times towards points on the diagonal band, panning along it at each level.
@@ -124,7 +139,6 @@ struct BenchRenderCommand {
         const double mean = rendered_ms.empty() ? 0 : sum / static_cast<double>(rendered_ms.size());
         nlohmann::json out;
         out["device"] = context.device_description();
-        out["tokens"] = tokens;
         out["size"] = size;
         out["frames"] = all_ms.size();
         out["rendered_frames"] = rendered_ms.size();
@@ -150,11 +164,17 @@ struct BenchRenderCommand {
         out["cache_gpu_bytes_allocated"] = view.cache().gpu_bytes();
         out["cache_evictions"] = cache_stats.evicted;
         out["requests_cancelled"] = cache_stats.cancelled;
-        out["synthetic_generation_s"] = gen_seconds;
+        out["session"] = session_path.empty() ? "synthetic" : session_path;
+        out["tokens"] = positions;
+        out["layer"] = shown_layer;
+        out["head"] = shown_head;
+        out["session_load_s"] = gen_seconds;
         out["bench_seconds"] = bench_seconds;
         out["validation_errors"] = context.validation_errors().size();
         if (!json_only) {
-            std::printf("render bench: %lld tokens, %s, %s\n", static_cast<long long>(tokens), size.c_str(),
+            std::printf("render bench: %s, %lld tokens, layer %d head %d, %s, %s\n",
+                        session_path.empty() ? "synthetic session" : session_path.c_str(),
+                        static_cast<long long>(positions), shown_layer, shown_head, size.c_str(),
                         context.device_description().c_str());
             std::printf("  frames          %zu (%zu re-rendered; unchanged frames are skipped)\n", all_ms.size(),
                         rendered_ms.size());
@@ -182,6 +202,8 @@ void add_bench_render_command(CLI::App& bench) {
     CLI::App* render = bench.add_subcommand("render", "Vulkan renderer: headless pan/zoom over a synthetic session");
     render->add_option("--tokens", cmd->tokens, "Tokens in the synthetic session (default 50000)")
         ->check(CLI::Range(int64_t(256), int64_t(65536)));
+    render->add_option("--session", cmd->session_path, "Bench a real captured session (.attn) instead");
+    render->add_option("--layer", cmd->layer, "With --session: the layer shown (default the middle one)");
     render->add_option("--size", cmd->size, "Viewport WIDTHxHEIGHT (default 2560x1440)");
     render->add_option("--head", cmd->head, "Synthetic head: 0 previous-token, 1 sink, 2 induction, 3 local band");
     render->add_option("--exact-timeout", cmd->exact_timeout_s, "Seconds to wait for exact tiles after each zoom");
