@@ -10,86 +10,33 @@
 
 #include "engine/error.h"
 #include "engine/memory.h"
+#include "engine/ops_cpu.h"
 #include "engine/parallel.h"
 
 namespace attn {
 
 namespace {
 
-// Y[rows, out] = X[rows, in] · Wᵀ (+ bias), W row-major {out, in}.
+using ops::gelu_tanh_inplace;
+using ops::rope_inverse_frequencies;
+using ops::swiglu;
+
+// The per-row math lives in engine/ops_cpu.cpp (the CUDA kernels' CPU twins); these adapt the
+// model's weight vectors (an empty bias means none).
+const float* bias_or_null(const std::vector<float>& bias) { return bias.empty() ? nullptr : bias.data(); }
+
 void linear(const float* x, int64_t rows, int64_t in, const std::vector<float>& w, const std::vector<float>& bias,
             int64_t out, float* y) {
-    if (rows == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(out), static_cast<int>(in), 1.0f, w.data(),
-                    static_cast<int>(in), x, 1, 0.0f, y, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(out),
-                    static_cast<int>(in), 1.0f, x, static_cast<int>(in), w.data(), static_cast<int>(in), 0.0f, y,
-                    static_cast<int>(out));
-    }
-    if (!bias.empty())
-        for (int64_t r = 0; r < rows; ++r)
-            for (int64_t o = 0; o < out; ++o) y[r * out + o] += bias[o];
+    ops::linear(x, rows, in, w.data(), bias_or_null(bias), out, y);
 }
 
 void rms_norm(const float* x, const std::vector<float>& weight, int64_t d, double eps, float* y) {
-    // Same order of operations as the Hugging Face reference: mean of squares, rsqrt, then weight.
-    float sum_squares = 0.f;
-    for (int64_t i = 0; i < d; ++i) sum_squares += x[i] * x[i];
-    const float inv = 1.0f / std::sqrt(sum_squares / static_cast<float>(d) + static_cast<float>(eps));
-    for (int64_t i = 0; i < d; ++i) y[i] = weight[i] * (x[i] * inv);
+    ops::rms_norm(x, weight.data(), d, eps, y);
 }
 
 void layer_norm(const float* x, const std::vector<float>& weight, const std::vector<float>& bias, int64_t d,
                 double eps, float* y) {
-    float mean = 0.f;
-    for (int64_t i = 0; i < d; ++i) mean += x[i];
-    mean /= static_cast<float>(d);
-    float variance = 0.f;
-    for (int64_t i = 0; i < d; ++i) variance += (x[i] - mean) * (x[i] - mean);
-    variance /= static_cast<float>(d);
-    const float inv = 1.0f / std::sqrt(variance + static_cast<float>(eps));
-    for (int64_t i = 0; i < d; ++i) y[i] = (x[i] - mean) * inv * weight[i] + bias[i];
-}
-
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
-
-float gelu_tanh(float x) {
-    // GPT-2's "gelu_new".
-    const float c = 0.7978845608028654f;  // sqrt(2/pi)
-    return 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x)));
-}
-
-// Inverse frequencies in fp32, computed the way the Hugging Face reference does (float pow, then
-// reciprocal), then adjusted for linear / llama3 scaling and GGUF per-frequency factors.
-std::vector<float> rope_inverse_frequencies(const ModelConfig& c, const std::vector<float>& freq_factors) {
-    const int half = c.head_dim / 2;
-    std::vector<float> inv(half);
-    for (int i = 0; i < half; ++i) {
-        const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
-        inv[i] = 1.0f / std::pow(static_cast<float>(c.rope_theta), exponent);
-    }
-    const RopeScaling& s = c.rope_scaling;
-    if (s.kind == RopeScaling::Kind::Linear) {
-        for (float& f : inv) f /= static_cast<float>(s.factor);
-    } else if (s.kind == RopeScaling::Kind::Llama3) {
-        const double low_wavelen = s.original_context / s.low_freq_factor;
-        const double high_wavelen = s.original_context / s.high_freq_factor;
-        for (float& f : inv) {
-            const double wavelen = 2 * M_PI / f;
-            if (wavelen < high_wavelen) continue;
-            if (wavelen > low_wavelen) {
-                f = static_cast<float>(f / s.factor);
-            } else {
-                const double smooth = (s.original_context / wavelen - s.low_freq_factor) /
-                                      (s.high_freq_factor - s.low_freq_factor);
-                f = static_cast<float>((1 - smooth) * f / s.factor + smooth * f);
-            }
-        }
-    }
-    if (!freq_factors.empty())
-        for (int i = 0; i < half; ++i) inv[i] /= freq_factors[i];
-    return inv;
+    ops::layer_norm(x, weight.data(), bias.data(), d, eps, y);
 }
 
 class CpuBackend final : public Backend {
@@ -148,26 +95,7 @@ void CpuBackend::reserve(int64_t positions) {
 }
 
 void CpuBackend::apply_rope(float* x, int64_t rows, int heads, int64_t pos0) const {
-    const int hd = config_.head_dim, half = hd / 2;
-    std::vector<float> cos_table(half), sin_table(half);
-    for (int64_t r = 0; r < rows; ++r) {
-        const float position = static_cast<float>(pos0 + r);
-        for (int i = 0; i < half; ++i) {
-            const float angle = position * inv_freq_[i];  // fp32 product, as the reference computes it
-            cos_table[i] = std::cos(angle);
-            sin_table[i] = std::sin(angle);
-        }
-        for (int h = 0; h < heads; ++h) {
-            float* v = x + (r * heads + h) * hd;
-            for (int i = 0; i < half; ++i) {
-                const int a = config_.rope_pairing == RopePairing::Interleaved ? 2 * i : i;
-                const int b = config_.rope_pairing == RopePairing::Interleaved ? 2 * i + 1 : i + half;
-                const float x0 = v[a], x1 = v[b];
-                v[a] = x0 * cos_table[i] - x1 * sin_table[i];
-                v[b] = x1 * cos_table[i] + x0 * sin_table[i];
-            }
-        }
-    }
+    ops::rope(x, rows, heads, config_.head_dim, pos0, inv_freq_.data(), config_.rope_pairing);
 }
 
 // Attention of `rows` queries at positions [pos0, pos0 + rows) against keys [0, pos0 + rows).
@@ -253,9 +181,8 @@ void CpuBackend::forward_chunk(std::span<const int32_t> ids, std::span<float> la
     std::vector<float> x(T * d), h(T * d), q(T * q_out), k(T * kv_out), v(T * kv_out), att(T * q_out),
         lse(T * nh), gate(T * config_.d_ff), up(T * config_.d_ff), proj(T * d);
     for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(&x[t * d], &w.token_embedding[int64_t(ids[t]) * d], d * sizeof(float));
-        if (gpt2)
-            for (int64_t i = 0; i < d; ++i) x[t * d + i] += w.position_embedding[(pos0 + t) * d + i];
+        ops::embedding(w.token_embedding.data(), &ids[t], 1, d, &x[t * d]);
+        if (gpt2) ops::add_inplace(&x[t * d], &w.position_embedding[(pos0 + t) * d], d);
     }
     auto norm_rows = [&](const std::vector<float>& weight, const std::vector<float>& bias, float* out) {
         ThreadPool::shared().parallel_for(T, [&](int64_t t) {
@@ -280,19 +207,19 @@ void CpuBackend::forward_chunk(std::span<const int32_t> ids, std::span<float> la
         attention(l, pos0, T, q.data(), att.data(), lse.data(), capture);
         if (capture) capture->record_layer(l, pos0, T, q.data(), k.data(), lse.data());
         linear(att.data(), T, q_out, L.wo, L.bo, d, proj.data());
-        for (int64_t i = 0; i < T * d; ++i) x[i] += proj[i];
+        ops::add_inplace(x.data(), proj.data(), T * d);
 
         norm_rows(L.ffn_norm, L.ffn_norm_bias, h.data());
         if (gpt2) {
             linear(h.data(), T, d, L.w_up, L.b_up, config_.d_ff, up.data());
-            for (float& u : up) u = gelu_tanh(u);
+            gelu_tanh_inplace(up.data(), static_cast<int64_t>(up.size()));
         } else {
             linear(h.data(), T, d, L.w_gate, {}, config_.d_ff, gate.data());
             linear(h.data(), T, d, L.w_up, {}, config_.d_ff, up.data());
-            for (size_t i = 0; i < up.size(); ++i) up[i] = silu(gate[i]) * up[i];
+            swiglu(gate.data(), up.data(), static_cast<int64_t>(up.size()), up.data());
         }
         linear(up.data(), T, config_.d_ff, L.w_down, L.b_down, d, proj.data());
-        for (int64_t i = 0; i < T * d; ++i) x[i] += proj[i];
+        ops::add_inplace(x.data(), proj.data(), T * d);
     }
     cached_ += T;
 
