@@ -179,3 +179,34 @@ TEST_CASE("unknown model paths and architectures are named in errors", "[runtime
     CHECK_THROWS_WITH(resolve_model_path("/nonexistent/model.gguf"), Catch::Contains("/nonexistent/model.gguf"));
     CHECK_THROWS_AS(Model::load("/nonexistent/model.gguf"), Error);
 }
+
+TEST_CASE("the overview the runtime emits equals one rebuilt from Q, K and LSE", "[runtime]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
+    GenerationRequest r = request_for(4, true);
+    r.prompt.clear();
+    for (int i = 0; i < 12; ++i) r.prompt += std::string(kPrompt) + " ";
+    auto backend = make_cpu_backend(*model);
+    Session session = generate(*model, *backend, r);
+    CaptureStore& store = *session.capture;
+    REQUIRE(store.positions() > CaptureStore::kOverviewBlock);  // at least two query blocks
+    REQUIRE(store.overview_complete());
+    std::vector<std::vector<float>> sums, maxes;
+    for (int layer : {0, 17, 29})
+        for (int head : {0, 8}) {
+            sums.emplace_back(store.overview_sums(layer, head).begin(), store.overview_sums(layer, head).end());
+            maxes.emplace_back(store.overview_maxes(layer, head).begin(), store.overview_maxes(layer, head).end());
+        }
+    rebuild_overview(store);
+    size_t k = 0;
+    for (int layer : {0, 17, 29})
+        for (int head : {0, 8}) {
+            const auto rebuilt_sums = store.overview_sums(layer, head);
+            const auto rebuilt_maxes = store.overview_maxes(layer, head);
+            REQUIRE(rebuilt_sums.size() == sums[k].size());
+            for (size_t b = 0; b < rebuilt_sums.size(); ++b) {
+                CHECK(sums[k][b] == Approx(rebuilt_sums[b]).margin(1e-4));
+                CHECK(maxes[k][b] == Approx(rebuilt_maxes[b]).margin(1e-5));
+            }
+            ++k;
+        }
+}
