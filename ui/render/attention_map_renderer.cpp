@@ -72,20 +72,6 @@ void AttentionMapRenderer::create_pipelines() {
     VkDevice device = context_.device();
 
     // Render pass: clear to the empty colour, draw, leave the image ready to be read back.
-    VkAttachmentDescription attachment{};
-    attachment.format = targets_[0].format;
-    attachment.samples = VK_SAMPLE_COUNT_1_BIT;
-    attachment.loadOp = VK_ATTACHMENT_LOAD_OP_CLEAR;
-    attachment.storeOp = VK_ATTACHMENT_STORE_OP_STORE;
-    attachment.stencilLoadOp = VK_ATTACHMENT_LOAD_OP_DONT_CARE;
-    attachment.stencilStoreOp = VK_ATTACHMENT_STORE_OP_DONT_CARE;
-    attachment.initialLayout = VK_IMAGE_LAYOUT_UNDEFINED;
-    attachment.finalLayout = VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL;
-    VkAttachmentReference color_ref{0, VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL};
-    VkSubpassDescription subpass{};
-    subpass.pipelineBindPoint = VK_PIPELINE_BIND_POINT_GRAPHICS;
-    subpass.colorAttachmentCount = 1;
-    subpass.pColorAttachments = &color_ref;
     VkSubpassDependency dependencies[2]{};
     dependencies[0].srcSubpass = VK_SUBPASS_EXTERNAL;
     dependencies[0].dstSubpass = 0;
@@ -99,19 +85,13 @@ void AttentionMapRenderer::create_pipelines() {
     dependencies[1].dstStageMask = VK_PIPELINE_STAGE_TRANSFER_BIT;
     dependencies[1].srcAccessMask = VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
     dependencies[1].dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
-    VkRenderPassCreateInfo pass_info{VK_STRUCTURE_TYPE_RENDER_PASS_CREATE_INFO};
-    pass_info.attachmentCount = 1;
-    pass_info.pAttachments = &attachment;
-    pass_info.subpassCount = 1;
-    pass_info.pSubpasses = &subpass;
-    pass_info.dependencyCount = 2;
-    pass_info.pDependencies = dependencies;
-    ATTN_VK(vkCreateRenderPass(device, &pass_info, nullptr, &render_pass_));
+    render_pass_ = context_.create_color_pass(targets_[0].format, VK_ATTACHMENT_LOAD_OP_CLEAR, VK_IMAGE_LAYOUT_UNDEFINED,
+                                              VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, dependencies);
     // The incremental pass keeps what is there; the image is moved to COLOR_ATTACHMENT_OPTIMAL by
     // an explicit barrier first (after a shifted copy or a read-back).
-    attachment.loadOp = VK_ATTACHMENT_LOAD_OP_LOAD;
-    attachment.initialLayout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL;
-    ATTN_VK(vkCreateRenderPass(device, &pass_info, nullptr, &load_pass_));
+    load_pass_ = context_.create_color_pass(targets_[0].format, VK_ATTACHMENT_LOAD_OP_LOAD,
+                                            VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL,
+                                            dependencies);
 
     VkFramebufferCreateInfo fb_info{VK_STRUCTURE_TYPE_FRAMEBUFFER_CREATE_INFO};
     fb_info.renderPass = render_pass_;

@@ -386,4 +386,33 @@ void VulkanContext::submit_and_wait(const std::function<void(VkCommandBuffer)>& 
     vkFreeCommandBuffers(device_, command_pool_, 1, &cmd);
 }
 
+VkRenderPass VulkanContext::create_color_pass(VkFormat format, VkAttachmentLoadOp load, VkImageLayout initial_layout,
+                                             VkImageLayout final_layout,
+                                             std::span<const VkSubpassDependency> dependencies) {
+    VkAttachmentDescription attachment{};
+    attachment.format = format;
+    attachment.samples = VK_SAMPLE_COUNT_1_BIT;
+    attachment.loadOp = load;
+    attachment.storeOp = VK_ATTACHMENT_STORE_OP_STORE;
+    attachment.stencilLoadOp = VK_ATTACHMENT_LOAD_OP_DONT_CARE;
+    attachment.stencilStoreOp = VK_ATTACHMENT_STORE_OP_DONT_CARE;
+    attachment.initialLayout = initial_layout;
+    attachment.finalLayout = final_layout;
+    VkAttachmentReference color_ref{0, VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL};
+    VkSubpassDescription subpass{};
+    subpass.pipelineBindPoint = VK_PIPELINE_BIND_POINT_GRAPHICS;
+    subpass.colorAttachmentCount = 1;
+    subpass.pColorAttachments = &color_ref;
+    VkRenderPassCreateInfo info{VK_STRUCTURE_TYPE_RENDER_PASS_CREATE_INFO};
+    info.attachmentCount = 1;
+    info.pAttachments = &attachment;
+    info.subpassCount = 1;
+    info.pSubpasses = &subpass;
+    info.dependencyCount = static_cast<uint32_t>(dependencies.size());
+    info.pDependencies = dependencies.data();
+    VkRenderPass pass = VK_NULL_HANDLE;
+    ATTN_VK(vkCreateRenderPass(device_, &info, nullptr, &pass));
+    return pass;
+}
+
 }  // namespace attn::render

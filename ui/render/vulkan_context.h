@@ -12,6 +12,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,9 @@ public:
     GpuImage create_image(VkFormat format, uint32_t width, uint32_t height, uint32_t layers, VkImageUsageFlags usage);
     void destroy(GpuImage& image);
     VkShaderModule create_shader(const uint32_t* words, size_t word_count);
+    // A render pass of one colour attachment and one subpass (every pass here is one).
+    VkRenderPass create_color_pass(VkFormat format, VkAttachmentLoadOp load, VkImageLayout initial_layout,
+                                   VkImageLayout final_layout, std::span<const VkSubpassDependency> dependencies);
 
     // Records commands into a one-time command buffer, submits it and waits.
     void submit_and_wait(const std::function<void(VkCommandBuffer)>& record);
