@@ -1090,8 +1090,13 @@ private:
 Session load_session(const std::string& path) {
     std::error_code error;
     const auto status = std::filesystem::status(path, error);
-    if (!std::filesystem::exists(status))
+    if (!std::filesystem::exists(status)) {
+        // A capture that was killed (or is still running) leaves only its .partial file.
+        if (std::filesystem::exists(path + ".partial", error))
+            fail("cannot open session file ", quoted(path), ": no such file, but ", quoted(path + ".partial"),
+                 " exists (an unfinished capture); open that to recover its complete steps");
         fail("cannot open session file ", quoted(path), ": no such file");
+    }
     if (std::filesystem::is_directory(status))
         fail("cannot open session file ", quoted(path), ": it is a directory, not a session file");
     std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));

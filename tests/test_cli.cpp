@@ -181,6 +181,9 @@ TEST_CASE("a capture killed mid-way reopens with its complete steps", "[cli][ses
     waitpid(child, &status, 0);
     REQUIRE(growths >= 4);
     CHECK_FALSE(fs::exists(session));  // never renamed: it did not finish
+    const Result missing = run("inspect " + session.string());
+    CHECK(missing.exit_code != 0);
+    CHECK(missing.err.find(".partial") != std::string::npos);  // the error points at what can be recovered
     const attn::Session recovered = attn::load_session(partial.string());
     CHECK(recovered.recovered_incomplete);
     CHECK(recovered.steps.size() >= 2);
