@@ -115,7 +115,8 @@ Session generate(const Model& model, Backend& backend, const GenerationRequest& 
 
     Session session;
     session.config = model.config;
-    session.identity = model.identity;
+    // Only a captured session is saved, so only then is the model's content hash worth computing.
+    session.identity = request.capture ? model.hashed_identity() : model.identity;
     session.sampling = s;
     if (s.chat) {
         const ChatMessage message{"user", request.prompt};

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <span>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -45,23 +47,41 @@ std::string resolve_model_path(const std::string& spec) {
     return path;
 }
 
-std::string sha256_file_hex(const std::string& path) {
-    if (sodium_init() < 0) fail("libsodium failed to initialise");
-    MappedFile file(path);
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_state state;
-    crypto_hash_sha256_init(&state);
-    auto bytes = file.bytes();
-    // Hash in slices so a huge file doesn't need one giant call (and the page cache can stream).
-    constexpr size_t kSlice = size_t(64) << 20;
-    for (size_t offset = 0; offset < bytes.size(); offset += kSlice) {
-        const size_t n = std::min(kSlice, bytes.size() - offset);
-        crypto_hash_sha256_update(&state, reinterpret_cast<const unsigned char*>(bytes.data() + offset), n);
+namespace {
+
+// SHA-256 over any number of byte runs (libsodium), as lowercase hex.
+class Sha256 {
+public:
+    Sha256() {
+        if (sodium_init() < 0) fail("libsodium failed to initialise");
+        crypto_hash_sha256_init(&state_);
     }
-    crypto_hash_sha256_final(&state, digest);
-    char hex[crypto_hash_sha256_BYTES * 2 + 1];
-    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
-    return hex;
+    void update(std::span<const std::byte> bytes) {
+        // In slices so a huge mapping is streamed through the page cache, not touched all at once.
+        constexpr size_t kSlice = size_t(64) << 20;
+        for (size_t offset = 0; offset < bytes.size(); offset += kSlice)
+            crypto_hash_sha256_update(&state_, reinterpret_cast<const unsigned char*>(bytes.data() + offset),
+                                      std::min(kSlice, bytes.size() - offset));
+    }
+    std::string hex() {
+        unsigned char digest[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256_final(&state_, digest);
+        char text[crypto_hash_sha256_BYTES * 2 + 1];
+        sodium_bin2hex(text, sizeof text, digest, sizeof digest);
+        return text;
+    }
+
+private:
+    crypto_hash_sha256_state state_;
+};
+
+}  // namespace
+
+std::string sha256_file_hex(const std::string& path) {
+    MappedFile file(path);
+    Sha256 hash;
+    hash.update(file.bytes());
+    return hash.hex();
 }
 
 namespace {
@@ -426,15 +446,13 @@ void load_hf_weights(const SafetensorsModel& m, const std::string& dir, ModelCon
 std::string hash_hf_identity(const fs::path& dir) {
     // The identity of a directory is its config plus the safetensors headers (cheap, and it
     // changes whenever any tensor's name, type, shape or placement does).
-    if (sodium_init() < 0) fail("libsodium failed to initialise");
-    crypto_hash_sha256_state state;
-    crypto_hash_sha256_init(&state);
     std::vector<fs::path> files;
     for (const auto& entry : fs::directory_iterator(dir)) {
         const std::string name = entry.path().filename().string();
         if (name == "config.json" || name.ends_with(".safetensors")) files.push_back(entry.path());
     }
     std::sort(files.begin(), files.end());
+    Sha256 hash;
     for (const fs::path& file : files) {
         MappedFile map(file.string());
         auto bytes = map.bytes();
@@ -444,13 +462,9 @@ std::string hash_hf_identity(const fs::path& dir) {
             std::memcpy(&header, bytes.data(), 8);
             n = static_cast<size_t>(std::min<uint64_t>(n, 8 + header));
         }
-        crypto_hash_sha256_update(&state, reinterpret_cast<const unsigned char*>(bytes.data()), n);
+        hash.update(bytes.first(n));
     }
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_final(&state, digest);
-    char hex[crypto_hash_sha256_BYTES * 2 + 1];
-    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
-    return hex;
+    return hash.hex();
 }
 
 }  // namespace
@@ -470,7 +484,6 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
         model->tokenizer = Tokenizer::from_hf_json(tokenizer_path.string());
         model->identity.format = "hf";
         model->identity.name = dir.filename().string();
-        model->identity.sha256 = hash_hf_identity(dir);
     } else {
         auto file = GgufFile::open(path);
         model->config = config_from_gguf(*file);
@@ -478,13 +491,21 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
         model->tokenizer = Tokenizer::from_gguf(*file);
         model->identity.format = "gguf";
         model->identity.name = file->string_or("general.name").value_or(fs::path(path).stem().string());
-        model->identity.sha256 = sha256_file_hex(path);
         model->identity.file_bytes = fs::file_size(path);
     }
     if (model->tokenizer->vocab_size() > model->config.vocab)
         fail(path, ": tokenizer has ", model->tokenizer->vocab_size(), " tokens but the embedding only ",
              model->config.vocab);
     return model;
+}
+
+const ModelIdentity& Model::hashed_identity() const {
+    std::call_once(hash_once_, [this] {
+        hashed_identity_ = identity;
+        hashed_identity_.sha256 =
+            identity.format == "hf" ? hash_hf_identity(identity.path) : sha256_file_hex(identity.path);
+    });
+    return hashed_identity_;
 }
 
 }  // namespace attn

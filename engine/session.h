@@ -56,6 +56,16 @@ struct Session {
     int64_t positions() const { return static_cast<int64_t>(tokens.size()); }
 };
 
-CaptureShape capture_shape_of(const ModelConfig& config);
+// What a capture of this model holds per position (the one mapping from a model to its capture).
+inline CaptureShape capture_shape_of(const ModelConfig& config) {
+    CaptureShape shape;
+    shape.n_layer = config.n_layer;
+    shape.n_head = config.n_head;
+    shape.n_kv_head = config.n_kv_head;
+    shape.head_dim = config.head_dim;
+    shape.scale = config.attention_scale();
+    shape.sliding_window = config.sliding_window;
+    return shape;
+}
 
 }  // namespace attn

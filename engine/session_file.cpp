@@ -31,17 +31,6 @@
 
 namespace attn {
 
-CaptureShape capture_shape_of(const ModelConfig& config) {
-    CaptureShape shape;
-    shape.n_layer = config.n_layer;
-    shape.n_head = config.n_head;
-    shape.n_kv_head = config.n_kv_head;
-    shape.head_dim = config.head_dim;
-    shape.scale = config.attention_scale();
-    shape.sliding_window = config.sliding_window;
-    return shape;
-}
-
 namespace {
 
 using json = nlohmann::json;

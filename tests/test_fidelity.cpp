@@ -45,7 +45,7 @@ PromptRun run_prompt(const Model& model, const nlohmann::json& prompt) {
 
 TEST_CASE("reference fixture matches the model in the cache", "[fidelity]") {
     REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
-    CHECK(model->identity.sha256 == reference()["meta"]["model"]["sha256"].get<std::string>());
+    CHECK(model->hashed_identity().sha256 == reference()["meta"]["model"]["sha256"].get<std::string>());
 }
 
 TEST_CASE("token ids equal the reference tokenizer's", "[fidelity][tokenizer]") {

@@ -53,6 +53,9 @@ TEST_CASE("decode rows equal the rows of the same positions run as one prefill",
     const Session session = generate(*model, *backend, request_for(6, true));
     REQUIRE(session.steps.size() == 6);
     REQUIRE(session.capture->positions() == session.positions());
+    // A captured session records the model's content hash (computed lazily, once).
+    CHECK(session.identity.sha256.size() == 64);
+    CHECK(session.identity.sha256 == model->hashed_identity().sha256);
 
     std::vector<int32_t> all;
     for (const Token& t : session.tokens) all.push_back(t.id);
