@@ -24,4 +24,8 @@ template <typename... Parts>
     throw Error(cat(parts...));
 }
 
+// For entry points: call inside a catch (...) block. Prints "attnscope: error: <what>" for the
+// exception being handled and returns the exit code (1).
+int report_current_exception();
+
 }  // namespace attn

@@ -301,12 +301,8 @@ int run_windowed_view(const WindowedViewOptions& options) {
     } catch (const NoDisplayError& e) {
         std::fprintf(stderr, "attnscope: %s\n", e.what());
         return 2;
-    } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "attnscope: error: out of memory\n");
-        return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "attnscope: error: %s\n", e.what());
-        return 1;
+    } catch (...) {
+        return report_current_exception();
     }
 }
 

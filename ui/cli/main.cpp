@@ -20,15 +20,8 @@ int main(int argc, char** argv) {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
-    } catch (const attn::Error& e) {
-        std::fprintf(stderr, "attnscope: error: %s\n", e.what());
-        return 1;
-    } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "attnscope: error: out of memory\n");
-        return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "attnscope: error: %s\n", e.what());
-        return 1;
+    } catch (...) {
+        return attn::report_current_exception();
     }
     return 0;
 }

@@ -269,6 +269,15 @@ uint32_t VulkanContext::memory_type(uint32_t type_bits, VkMemoryPropertyFlags wa
     fail("no Vulkan memory type with properties 0x", std::hex, wanted, " among bits 0x", type_bits);
 }
 
+VkDeviceMemory VulkanContext::allocate(const VkMemoryRequirements& requirements, VkMemoryPropertyFlags wanted) {
+    VkMemoryAllocateInfo info{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+    info.allocationSize = requirements.size;
+    info.memoryTypeIndex = memory_type(requirements.memoryTypeBits, wanted);
+    VkDeviceMemory memory = VK_NULL_HANDLE;
+    ATTN_VK(vkAllocateMemory(device_, &info, nullptr, &memory));
+    return memory;
+}
+
 GpuBuffer VulkanContext::create_buffer(VkDeviceSize size, VkBufferUsageFlags usage, bool host_visible) {
     GpuBuffer out;
     out.size = size;
@@ -279,13 +288,9 @@ GpuBuffer VulkanContext::create_buffer(VkDeviceSize size, VkBufferUsageFlags usa
     ATTN_VK(vkCreateBuffer(device_, &info, nullptr, &out.buffer));
     VkMemoryRequirements req;
     vkGetBufferMemoryRequirements(device_, out.buffer, &req);
-    VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
-    alloc.allocationSize = req.size;
     // Host-coherent so CPU workers can write tiles without explicit flushes.
-    alloc.memoryTypeIndex = memory_type(req.memoryTypeBits, host_visible ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                                                               VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
-                                                                         : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
-    ATTN_VK(vkAllocateMemory(device_, &alloc, nullptr, &out.memory));
+    out.memory = allocate(req, host_visible ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
+                                            : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
     ATTN_VK(vkBindBufferMemory(device_, out.buffer, out.memory, 0));
     if (host_visible) ATTN_VK(vkMapMemory(device_, out.memory, 0, VK_WHOLE_SIZE, 0, &out.mapped));
     return out;
@@ -317,10 +322,7 @@ GpuImage VulkanContext::create_image(VkFormat format, uint32_t width, uint32_t h
     ATTN_VK(vkCreateImage(device_, &info, nullptr, &out.image));
     VkMemoryRequirements req;
     vkGetImageMemoryRequirements(device_, out.image, &req);
-    VkMemoryAllocateInfo alloc{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
-    alloc.allocationSize = req.size;
-    alloc.memoryTypeIndex = memory_type(req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
-    ATTN_VK(vkAllocateMemory(device_, &alloc, nullptr, &out.memory));
+    out.memory = allocate(req, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
     ATTN_VK(vkBindImageMemory(device_, out.image, out.memory, 0));
     out.bytes = req.size;
 

@@ -71,6 +71,7 @@ public:
     void clear_validation_messages();
 
     uint32_t memory_type(uint32_t type_bits, VkMemoryPropertyFlags wanted) const;
+    VkDeviceMemory allocate(const VkMemoryRequirements& requirements, VkMemoryPropertyFlags wanted);
     GpuBuffer create_buffer(VkDeviceSize size, VkBufferUsageFlags usage, bool host_visible);
     void destroy(GpuBuffer& buffer);
     // A 2D (array) image in GENERAL layout with a view of the whole array.
