@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "engine/capture_store.h"
 #include "engine/model.h"
@@ -15,6 +16,13 @@ namespace attn {
 
 // Called during long prefills: positions done so far, positions in total.
 using ProgressFn = std::function<void(int64_t done, int64_t total)>;
+
+// Wall-clock cost of the last forward() call, for the step inspector and performance tuners.
+// attention_ms[l] is the time spent in layer l's attention (scores, softmax, capture, P·V).
+struct ForwardTimings {
+    double total_ms = 0;
+    std::vector<float> attention_ms;
+};
 
 class Backend {
 public:
@@ -35,6 +43,11 @@ public:
     // Positions the KV cache can hold before it must grow; the backend grows it on demand and
     // throws attn::Error if that would exceed the memory it is allowed to use.
     virtual int64_t capacity() const = 0;
+    // Timings of the most recent forward() (empty before the first).
+    virtual const ForwardTimings& last_timings() const { return timings_; }
+
+protected:
+    ForwardTimings timings_;
 };
 
 enum class BackendKind { Cpu, Cuda, Auto };

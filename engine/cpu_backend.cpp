@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -163,11 +164,14 @@ void CpuBackend::forward(std::span<const int32_t> ids, std::span<float> last_log
     if (capture && capture->positions() != cached_)
         fail("capture holds ", capture->positions(), " positions but the KV cache ", cached_);
     reserve(cached_ + total);
+    const auto started = std::chrono::steady_clock::now();
+    timings_.attention_ms.assign(config_.n_layer, 0.f);
     for (int64_t done = 0; done < total; done += kPrefillChunk) {
         const int64_t n = std::min(kPrefillChunk, total - done);
         forward_chunk(ids.subspan(done, n), last_logits, done + n == total, capture);
         if (progress) progress(done + n, total);
     }
+    timings_.total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
 }
 
 void CpuBackend::forward_chunk(std::span<const int32_t> ids, std::span<float> last_logits, bool want_logits,
@@ -204,8 +208,11 @@ void CpuBackend::forward_chunk(std::span<const int32_t> ids, std::span<float> la
         }
         std::memcpy(&k_cache_[l][pos0 * kv_out], k.data(), T * kv_out * sizeof(float));
         std::memcpy(&v_cache_[l][pos0 * kv_out], v.data(), T * kv_out * sizeof(float));
+        const auto attention_started = std::chrono::steady_clock::now();
         attention(l, pos0, T, q.data(), att.data(), lse.data(), capture);
         if (capture) capture->record_layer(l, pos0, T, q.data(), k.data(), lse.data());
+        timings_.attention_ms[l] += static_cast<float>(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - attention_started).count());
         linear(att.data(), T, q_out, L.wo, L.bo, d, proj.data());
         ops::add_inplace(x.data(), proj.data(), T * d);
 
