@@ -24,6 +24,9 @@ namespace attn::gpu {
 // True when at least one CUDA device can be used; otherwise false with the reason in *why_not
 // (e.g. "cudaGetDeviceCount: cudaErrorNoDevice (no CUDA-capable device is detected)").
 bool cuda_device_available(std::string* why_not = nullptr);
+// cuda_device_available, and the device can run this build's kernels: compute capability ≥ 8.0
+// (bf16 WMMA) and a kernel image for it (ATTNSCOPE_CUDA_ARCHITECTURES).
+bool cuda_kernels_runnable(std::string* why_not = nullptr);
 
 }  // namespace attn::gpu
 

@@ -25,6 +25,7 @@ void gemm_ex(const CublasHandle& handle, const void* x, int64_t rows, int64_t in
     if (rows == 0) return;
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     CUBLAS_CHECK(cublasSetStream(handle.get(), stream));
+    if (handle.workspace()) CUBLAS_CHECK(cublasSetWorkspace(handle.get(), handle.workspace(), handle.workspace_bytes()));
     CUBLAS_CHECK(cublasGemmEx(handle.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(rows),
                               static_cast<int>(in), &alpha, w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF,
                               static_cast<int>(in), &beta, y, y_type, static_cast<int>(out), CUBLAS_COMPUTE_32F,

@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace attn::gpu {
@@ -19,9 +20,20 @@ public:
     CublasHandle(const CublasHandle&) = delete;
     CublasHandle& operator=(const CublasHandle&) = delete;
     cublasHandle_t get() const { return handle_; }
+    // A caller-owned cuBLAS workspace (device memory that outlives the handle's use). Needed for
+    // CUDA graph capture, where cuBLAS must not allocate; cublasSetStream resets the workspace to
+    // the default pool, so linear() re-applies it after every cublasSetStream.
+    void set_workspace(void* workspace, size_t bytes) {
+        workspace_ = workspace;
+        workspace_bytes_ = bytes;
+    }
+    void* workspace() const { return workspace_; }
+    size_t workspace_bytes() const { return workspace_bytes_; }
 
 private:
     cublasHandle_t handle_ = nullptr;
+    void* workspace_ = nullptr;
+    size_t workspace_bytes_ = 0;
 };
 
 // accumulate = true computes Y = X·Wᵀ + Y (fuses a residual add into an fp32 Y).
