@@ -15,6 +15,8 @@ std::unique_ptr<Backend> make_cuda_backend(const Model&) {
     fail("the cuda backend is unavailable: this attnscope was built without CUDA");
 }
 #else
+// Defined in kernels/cuda_backend.cpp (attnscope_kernels), with cuda_backend_available: true when a
+// device that can run this build's kernels is present, else false with the reason.
 std::unique_ptr<Backend> make_cuda_backend(const Model& model);
 #endif
 
