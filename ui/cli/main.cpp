@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
     attn::cli::add_inspect_command(app);
     attn::cli::add_tile_command(app);
     attn::cli::add_bench_command(app);
+    attn::cli::add_bench_gpu_command(*app.get_subcommand("bench"));
     attn::cli::add_view_command(app);
     try {
         app.parse(argc, argv);
