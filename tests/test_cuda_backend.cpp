@@ -203,7 +203,7 @@ CliResult run_cli(const std::string& args) {
 
 // ---- always run: the no-device paths -------------------------------------------------------------------
 
-TEST_CASE("cuda backend: without a device it says why; auto picks cpu", "[cuda]") {
+TEST_CASE("cuda backend: without a device it says why and auto picks cpu", "[cuda]") {
     std::string why;
     if (cuda_backend_available(&why)) {
         WARN("SKIPPED: a CUDA device is present; the no-device path is not reachable here");
@@ -301,7 +301,7 @@ TEST_CASE("cuda backend: logits, LSE, overview and rows match the cpu backend (t
     }
 }
 
-TEST_CASE("cuda backend: fork copies the KV cache; truncate rewinds", "[cuda]") {
+TEST_CASE("cuda backend: fork copies the KV cache and truncate rewinds", "[cuda]") {
     REQUIRE_CUDA_OR_SKIP();
     const auto model = tiny_model(Flavour::Llama, 5);
     const std::vector<int32_t> ids = random_tokens(model->config.vocab, 40, 2);
