@@ -13,6 +13,11 @@ CaptureStore::CaptureStore(const CaptureShape& shape) : shape_(shape) {
         fail("capture shape is invalid: ", shape.n_layer, " layers, ", shape.n_head, " heads, ",
              shape.n_kv_head, " kv heads, head dim ", shape.head_dim);
     layers_.resize(shape.n_layer);
+    for (LayerChunks& chunks : layers_) {
+        chunks.q = std::make_unique<std::unique_ptr<float[]>[]>(kMaxChunks);
+        chunks.k = std::make_unique<std::unique_ptr<float[]>[]>(kMaxChunks);
+        chunks.lse = std::make_unique<std::unique_ptr<float[]>[]>(kMaxChunks);
+    }
     overview_.resize(static_cast<size_t>(shape.n_layer) * shape.n_head);
 }
 
@@ -22,6 +27,8 @@ void CaptureStore::record_layer(int layer, int64_t pos0, int64_t n, const float*
     LayerChunks& chunks = layers_[layer];
     if (pos0 != chunks.recorded)
         fail("capture: layer ", layer, " expected position ", chunks.recorded, ", got ", pos0);
+    if (pos0 + n > kMaxPositions)
+        fail("capture: ", pos0 + n, " positions exceed the capture store's limit of ", kMaxPositions);
     const int64_t q_row = int64_t(shape_.n_head) * shape_.head_dim;
     const int64_t k_row = int64_t(shape_.n_kv_head) * shape_.head_dim;
     int64_t done = 0;
@@ -29,10 +36,11 @@ void CaptureStore::record_layer(int layer, int64_t pos0, int64_t n, const float*
         const int64_t pos = pos0 + done;
         const size_t chunk = pos / kChunkPositions;
         const int64_t offset = pos % kChunkPositions;
-        if (chunk == chunks.q.size()) {
-            chunks.q.emplace_back(new float[kChunkPositions * q_row]);
-            chunks.k.emplace_back(new float[kChunkPositions * k_row]);
-            chunks.lse.emplace_back(new float[kChunkPositions * shape_.n_head]);
+        if (static_cast<int64_t>(chunk) == chunks.allocated) {
+            chunks.q[chunk].reset(new float[kChunkPositions * q_row]);
+            chunks.k[chunk].reset(new float[kChunkPositions * k_row]);
+            chunks.lse[chunk].reset(new float[kChunkPositions * shape_.n_head]);
+            ++chunks.allocated;
         }
         const int64_t take = std::min(n - done, kChunkPositions - offset);
         std::memcpy(chunks.q[chunk].get() + offset * q_row, q + done * q_row, take * q_row * sizeof(float));
@@ -48,13 +56,15 @@ void CaptureStore::record_layer(int layer, int64_t pos0, int64_t n, const float*
 void CaptureStore::update_complete_positions() {
     int64_t complete = layers_.empty() ? 0 : layers_[0].recorded;
     for (const LayerChunks& chunks : layers_) complete = std::min(complete, chunks.recorded);
-    positions_ = complete;
+    // Release: a reader that sees the new count sees the chunks and values below it.
+    positions_.store(complete, std::memory_order_release);
 }
 
 void CaptureStore::grow_overview(Overview& ov, int64_t query) const {
     const int64_t blocks = query / kOverviewBlock + 1;
     const size_t needed = static_cast<size_t>(tri_index(blocks, 0));
     if (ov.sum.size() < needed) {
+        std::unique_lock lock(overview_mutex_);
         ov.sum.resize(needed, 0.f);
         ov.max.resize(needed, 0.f);
     }
@@ -62,7 +72,15 @@ void CaptureStore::grow_overview(Overview& ov, int64_t query) const {
 
 void CaptureStore::prepare_overview(int64_t positions) {
     if (positions <= 0) return;
-    for (Overview& ov : overview_) grow_overview(ov, positions - 1);
+    const size_t needed = static_cast<size_t>(tri_index((positions - 1) / kOverviewBlock + 1, 0));
+    if (!overview_.empty() && overview_.front().sum.size() >= needed) return;
+    std::unique_lock lock(overview_mutex_);
+    for (Overview& ov : overview_) {
+        if (ov.sum.size() < needed) {
+            ov.sum.resize(needed, 0.f);
+            ov.max.resize(needed, 0.f);
+        }
+    }
 }
 
 void CaptureStore::accumulate_overview(int layer, int head, int64_t query, std::span<const float> probs) {
@@ -77,34 +95,72 @@ void CaptureStore::accumulate_overview(int layer, int head, int64_t query, std::
             block_sum += probs[j];
             block_max = std::max(block_max, probs[j]);
         }
+        // One writer per cell; relaxed atomics because readers may look at this block meanwhile.
         const int64_t index = tri_index(qb, k0 / kOverviewBlock);
-        ov.sum[index] += block_sum;
-        ov.max[index] = std::max(ov.max[index], block_max);
+        std::atomic_ref<float> sum(ov.sum[index]), peak(ov.max[index]);
+        sum.store(sum.load(std::memory_order_relaxed) + block_sum, std::memory_order_relaxed);
+        peak.store(std::max(peak.load(std::memory_order_relaxed), block_max), std::memory_order_relaxed);
     }
     ++overview_rows_;
 }
 
 void CaptureStore::truncate(int64_t positions) {
-    if (positions >= positions_) return;
+    if (positions >= this->positions()) return;
     for (LayerChunks& chunks : layers_) {
         chunks.recorded = std::min(chunks.recorded, positions);
-        const size_t keep = static_cast<size_t>((positions + kChunkPositions - 1) / kChunkPositions);
-        chunks.q.resize(std::min(chunks.q.size(), keep));
-        chunks.k.resize(std::min(chunks.k.size(), keep));
-        chunks.lse.resize(std::min(chunks.lse.size(), keep));
+        const int64_t keep = (positions + kChunkPositions - 1) / kChunkPositions;
+        for (int64_t c = keep; c < chunks.allocated; ++c) {
+            chunks.q[c].reset();
+            chunks.k[c].reset();
+            chunks.lse[c].reset();
+        }
+        chunks.allocated = std::min(chunks.allocated, keep);
     }
-    positions_ = positions;
+    positions_.store(positions, std::memory_order_release);
     // Overview blocks that include dropped rows can't be un-summed: clear them entirely and let
     // the owner re-accumulate the surviving rows (rebuild_overview) if it needs them.
     clear_overview();
 }
 
 void CaptureStore::clear_overview() {
+    std::unique_lock lock(overview_mutex_);
     for (Overview& ov : overview_) {
         ov.sum.clear();
         ov.max.clear();
     }
     overview_rows_ = 0;
+}
+
+int64_t CaptureStore::copy_prefix_from(const CaptureStore& source, int64_t positions) {
+    if (!(source.shape() == shape_)) fail("capture: copying a prefix between stores of different shapes");
+    if (this->positions() != 0) fail("capture: copying a prefix into a store that already holds positions");
+    if (positions < 0 || positions > source.positions())
+        fail("capture: prefix of ", positions, " positions, the source holds ", source.positions());
+    const int64_t q_row = int64_t(shape_.n_head) * shape_.head_dim, k_row = int64_t(shape_.n_kv_head) * shape_.head_dim;
+    std::vector<float> q(q_row * kChunkPositions), k(k_row * kChunkPositions), lse(int64_t(shape_.n_head) * kChunkPositions);
+    for (int layer = 0; layer < shape_.n_layer; ++layer)
+        for (int64_t p0 = 0; p0 < positions; p0 += kChunkPositions) {
+            const int64_t n = std::min<int64_t>(kChunkPositions, positions - p0);
+            source.copy_q(layer, p0, n, q.data());
+            source.copy_k(layer, p0, n, k.data());
+            source.copy_lse(layer, p0, n, lse.data());
+            record_layer(layer, p0, n, q.data(), k.data(), lse.data());
+        }
+    const int64_t whole_blocks = positions / kOverviewBlock;
+    if (whole_blocks > 0 && source.overview_blocks() >= whole_blocks) {
+        std::shared_lock source_lock(source.overview_mutex_);
+        std::unique_lock lock(overview_mutex_);
+        const size_t cells = static_cast<size_t>(tri_index(whole_blocks, 0));
+        for (size_t i = 0; i < overview_.size(); ++i) {
+            const Overview& from = source.overview_[i];
+            if (from.sum.size() < cells) fail("capture: the source's overview does not cover its positions");
+            overview_[i].sum.assign(from.sum.begin(), from.sum.begin() + cells);
+            overview_[i].max.assign(from.max.begin(), from.max.begin() + cells);
+        }
+        overview_rows_ = static_cast<uint64_t>(whole_blocks * kOverviewBlock) * shape_.n_layer * shape_.n_head;
+        return whole_blocks * kOverviewBlock;
+    }
+    return 0;
 }
 
 const float* CaptureStore::q(int layer, int64_t pos) const {
@@ -122,19 +178,35 @@ float CaptureStore::lse(int layer, int64_t pos, int head) const {
 }
 
 int64_t CaptureStore::overview_blocks() const {
-    return (positions_ + kOverviewBlock - 1) / kOverviewBlock;
+    return (positions() + kOverviewBlock - 1) / kOverviewBlock;
+}
+
+namespace {
+float read_cell(const std::vector<float>& cells, int64_t index) {
+    if (index >= static_cast<int64_t>(cells.size())) return 0.f;
+    return std::atomic_ref<const float>(cells[index]).load(std::memory_order_relaxed);
+}
+}  // namespace
+
+CaptureStore::OverviewReader::OverviewReader(const CaptureStore& store, int layer, int head)
+    : lock_(store.overview_mutex_),
+      sum_(&store.overview_[static_cast<size_t>(layer) * store.shape_.n_head + head].sum),
+      max_(&store.overview_[static_cast<size_t>(layer) * store.shape_.n_head + head].max) {}
+
+float CaptureStore::OverviewReader::sum(int64_t qb, int64_t kb) const {
+    return kb <= qb ? read_cell(*sum_, tri_index(qb, kb)) : 0.f;
+}
+
+float CaptureStore::OverviewReader::max(int64_t qb, int64_t kb) const {
+    return kb <= qb ? read_cell(*max_, tri_index(qb, kb)) : 0.f;
 }
 
 float CaptureStore::overview_sum(int layer, int head, int64_t qb, int64_t kb) const {
-    const Overview& ov = overview_[static_cast<size_t>(layer) * shape_.n_head + head];
-    const int64_t index = tri_index(qb, kb);
-    return kb <= qb && index < static_cast<int64_t>(ov.sum.size()) ? ov.sum[index] : 0.f;
+    return overview_reader(layer, head).sum(qb, kb);
 }
 
 float CaptureStore::overview_max(int layer, int head, int64_t qb, int64_t kb) const {
-    const Overview& ov = overview_[static_cast<size_t>(layer) * shape_.n_head + head];
-    const int64_t index = tri_index(qb, kb);
-    return kb <= qb && index < static_cast<int64_t>(ov.max.size()) ? ov.max[index] : 0.f;
+    return overview_reader(layer, head).max(qb, kb);
 }
 
 namespace {
@@ -176,11 +248,12 @@ void CaptureStore::restore_overview(int layer, int head, std::span<const float> 
     const size_t expected = static_cast<size_t>(tri_index(overview_blocks(), 0));
     if (sums.size() != expected || maxes.size() != expected)
         fail("overview for layer ", layer, " head ", head, " has ", sums.size(), " blocks, expected ", expected);
+    std::unique_lock lock(overview_mutex_);
     Overview& ov = overview_[static_cast<size_t>(layer) * shape_.n_head + head];
     const bool had_rows = !ov.sum.empty();
     ov.sum.assign(sums.begin(), sums.end());
     ov.max.assign(maxes.begin(), maxes.end());
-    if (!had_rows) overview_rows_ += static_cast<uint64_t>(positions_);
+    if (!had_rows) overview_rows_ += static_cast<uint64_t>(positions());
 }
 
 uint64_t CaptureStore::bytes_held() const {
@@ -188,7 +261,8 @@ uint64_t CaptureStore::bytes_held() const {
                                (uint64_t(shape_.n_head) * shape_.head_dim + uint64_t(shape_.n_kv_head) * shape_.head_dim +
                                 shape_.n_head) * sizeof(float);
     uint64_t total = 0;
-    for (const LayerChunks& chunks : layers_) total += chunks.q.size() * per_chunk;
+    for (const LayerChunks& chunks : layers_) total += chunks.allocated * per_chunk;
+    std::shared_lock lock(overview_mutex_);
     for (const Overview& ov : overview_) total += (ov.sum.capacity() + ov.max.capacity()) * sizeof(float);
     return total;
 }

@@ -7,9 +7,19 @@
 // Positions are appended in order (prompt, then one per decode step). Storage is in
 // fixed chunks of positions so that growth never copies what is already captured and
 // every aligned 256-position tile range is contiguous.
+//
+// Threads: one writer (the runtime, while it prefills and decodes) and any number of readers
+// (tile producers, the UI) may work at the same time. Readers see positions() grow; everything
+// below positions() is complete and never moves (chunk tables are allocated once, chunks are never
+// reallocated). The overview is guarded by a reader/writer lock for its growth; its cells are
+// read and written through relaxed atomics, so a reader may see the last block mid-update (the
+// tile cache refreshes tiles of rows that changed). truncate(), clear_overview() and
+// restore_overview() are for a writer with no concurrent readers.
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <span>
 #include <vector>
 
@@ -35,11 +45,13 @@ class CaptureStore {
 public:
     static constexpr int kChunkPositions = 1024;   // multiple of the 256-cell tile edge; small enough that the last chunk wastes little
     static constexpr int kOverviewBlock = 128;     // overview cell edge, in tokens
+    static constexpr int64_t kMaxChunks = 1024;    // chunk tables are fixed: at most 1,048,576 positions
+    static constexpr int64_t kMaxPositions = kMaxChunks * kChunkPositions;
 
     explicit CaptureStore(const CaptureShape& shape);
 
     const CaptureShape& shape() const { return shape_; }
-    int64_t positions() const { return positions_; }  // positions complete in every layer
+    int64_t positions() const { return positions_.load(std::memory_order_acquire); }  // complete in every layer
 
     // Runtime side. For each layer, positions [pos0, pos0 + n) in order; pos0 must equal the
     // number already recorded for that layer. q: [n, n_head, head_dim]; k: [n, n_kv_head, head_dim];
@@ -56,6 +68,11 @@ public:
     void truncate(int64_t positions);
     // Forgets the overview (all layers and heads) so it can be re-accumulated row by row.
     void clear_overview();
+    // For an empty store of the same shape: Q, K and LSE of `source`'s first `positions` positions,
+    // and the overview of its whole 128-row blocks below that; the rows of the last partial block
+    // are left for the caller to accumulate (accumulate_overview_rows in tile_source.h).
+    // Returns the first query row whose overview is missing.
+    int64_t copy_prefix_from(const CaptureStore& source, int64_t positions);
 
     // Reader side.
     const float* q(int layer, int64_t pos) const;  // [n_head, head_dim]
@@ -69,8 +86,22 @@ public:
     float overview_sum(int layer, int head, int64_t qb, int64_t kb) const;
     float overview_max(int layer, int head, int64_t qb, int64_t kb) const;
     bool overview_complete() const {
-        return overview_rows_ == static_cast<uint64_t>(positions_) * shape_.n_layer * shape_.n_head;
+        return overview_rows_ == static_cast<uint64_t>(positions()) * shape_.n_layer * shape_.n_head;
     }
+    // Many overview reads under one lock (a tile aggregated from the overview reads thousands).
+    class OverviewReader {
+    public:
+        float sum(int64_t qb, int64_t kb) const;
+        float max(int64_t qb, int64_t kb) const;
+
+    private:
+        friend class CaptureStore;
+        OverviewReader(const CaptureStore& store, int layer, int head);
+        std::shared_lock<std::shared_mutex> lock_;
+        const std::vector<float>* sum_;
+        const std::vector<float>* max_;
+    };
+    OverviewReader overview_reader(int layer, int head) const { return OverviewReader(*this, layer, head); }
 
     // Raw access for serialisation: per layer, all positions in order.
     void copy_q(int layer, int64_t pos0, int64_t n, float* out) const;
@@ -84,9 +115,12 @@ public:
     uint64_t bytes_held() const;
 
 private:
+    // Chunk tables of kMaxChunks entries, allocated once: appending a chunk never moves a table a
+    // reader is looking at.
     struct LayerChunks {
-        std::vector<std::unique_ptr<float[]>> q, k, lse;
-        int64_t recorded = 0;
+        std::unique_ptr<std::unique_ptr<float[]>[]> q, k, lse;
+        int64_t allocated = 0;  // chunks
+        int64_t recorded = 0;   // positions (writer side)
     };
     struct Overview {
         std::vector<float> sum, max;  // packed lower triangle: index qb*(qb+1)/2 + kb
@@ -98,8 +132,9 @@ private:
     CaptureShape shape_;
     std::vector<LayerChunks> layers_;
     std::vector<Overview> overview_;  // [layer * n_head + head]
-    int64_t positions_ = 0;
+    std::atomic<int64_t> positions_ = 0;
     std::atomic<uint64_t> overview_rows_ = 0;
+    mutable std::shared_mutex overview_mutex_;  // held exclusively only while an overview grows
 };
 
 }  // namespace attn

@@ -21,27 +21,6 @@ uint64_t capture_bytes(const ModelConfig& c, int64_t positions) {
 
 namespace {
 
-void append_generated(Session& session, const Tokenizer& tokenizer, int32_t id) {
-    const std::string bytes = tokenizer.token_bytes(id);
-    Token token;
-    token.id = id;
-    token.begin = static_cast<uint32_t>(session.text.size());
-    session.text += bytes;
-    token.end = static_cast<uint32_t>(session.text.size());
-    token.special = tokenizer.is_special(id);
-    // Partial if the token's bytes don't form whole UTF-8 characters on their own.
-    token.partial = first_invalid_utf8(bytes) != std::string::npos;
-    session.tokens.push_back(token);
-}
-
-bool hits_stop_string(const Session& session, const std::vector<std::string>& stops) {
-    if (session.steps.empty()) return false;
-    const size_t generated_from = session.tokens[session.prompt_tokens].begin;
-    const std::string_view generated = std::string_view(session.text).substr(generated_from);
-    return std::any_of(stops.begin(), stops.end(),
-                       [&](const std::string& s) { return !s.empty() && generated.find(s) != std::string_view::npos; });
-}
-
 struct Hypothesis {
     std::unique_ptr<Backend> backend;
     std::vector<int32_t> tokens;
@@ -108,70 +87,31 @@ std::pair<std::vector<int32_t>, std::vector<int32_t>> beam_search(const Model& m
 
 Session generate(const Model& model, Backend& backend, const GenerationRequest& request,
                  const GenerationCallbacks& callbacks) {
-    const Tokenizer& tokenizer = *model.tokenizer;
     const SamplingSettings& s = request.sampling;
-    if (s.max_new_tokens < 0) fail("the number of tokens to generate must be >= 0");
-    if (s.beams < 1) fail("beam width must be >= 1");
-
-    Session session;
-    session.config = model.config;
-    // Only a captured session is saved, so only then is the model's content hash worth computing.
-    session.identity = request.capture ? model.hashed_identity() : model.identity;
-    session.sampling = s;
-    if (s.chat) {
-        const ChatMessage message{"user", request.prompt};
-        session.text = tokenizer.apply_chat_template(std::span<const ChatMessage>(&message, 1), true);
-    } else {
-        session.text = request.prompt;
-    }
-    // A chat template writes its own BOS text where it wants one; plain prompts get the model's BOS policy.
-    session.tokens = tokenizer.encode(session.text, true, !s.chat && tokenizer.add_bos_token());
-    if (session.tokens.empty()) fail("the prompt is empty: nothing to run");
-    session.prompt_tokens = static_cast<int64_t>(session.tokens.size());
-
-    const int64_t positions = session.prompt_tokens + s.max_new_tokens;
-    if (request.capture) {
-        require_memory(capture_bytes(model.config, positions), cat("capturing ", positions, " positions"));
-        session.capture = std::make_unique<CaptureStore>(capture_shape_of(model.config));
-    }
-    backend.truncate(0);
-
-    std::vector<int32_t> prompt_ids;
-    for (const Token& t : session.tokens) prompt_ids.push_back(t.id);
-    std::vector<float> logits(model.config.vocab);
+    Decoder decoder(model, backend, request);
+    Session& session = decoder.session();
     if (callbacks.on_started) callbacks.on_started(session);
-    backend.forward(prompt_ids, logits, session.capture.get(), [&](int64_t done, int64_t total) {
+    decoder.prefill([&](int64_t done, int64_t total) {
         if (callbacks.prefill_progress) callbacks.prefill_progress(done, total);
         if (callbacks.on_prefill_chunk) callbacks.on_prefill_chunk(session);
     });
 
     // Beam search picks the whole continuation first; the loop below then replays it.
     std::vector<int32_t> planned, planned_slots;
-    if (s.beams > 1) std::tie(planned, planned_slots) = beam_search(model, backend, logits, s);
+    if (s.beams > 1) std::tie(planned, planned_slots) = beam_search(model, backend, decoder.next_logits(), s);
 
-    Sampler sampler(s);
-    double cumulative = 0;
     const int steps = s.beams > 1 ? static_cast<int>(planned.size()) : s.max_new_tokens;
     for (int step = 0; step < steps; ++step) {
-        const std::vector<float> log_probs = log_softmax(logits);
-        const int32_t id = s.beams > 1 ? planned[step] : sampler.pick(logits);
-        StepRecord record;
-        record.token_id = id;
-        record.text = tokenizer.token_bytes(id);
-        record.logprob = log_probs[id];
-        cumulative += record.logprob;
-        record.cumulative_logprob = cumulative;
-        record.top = top_alternatives(log_probs, request.top_alternatives);
-        record.beam_id = s.beams > 1 ? planned_slots[step] : 0;
-        append_generated(session, tokenizer, id);
-        backend.forward(std::span<const int32_t>(&id, 1), logits, session.capture.get());
-        record.kv_length = backend.cached();
-        session.steps.push_back(std::move(record));
-        if (callbacks.on_step) callbacks.on_step(session, session.steps.back());
-        if (s.stop_at_eos && id == tokenizer.eos_id()) break;
-        if (hits_stop_string(session, s.stop_strings)) break;
+        StepChoice choice;
+        if (s.beams > 1) {
+            choice.token = planned[step];
+            choice.beam_id = planned_slots[step];
+        }
+        const StepRecord& record = decoder.step(choice);
+        if (callbacks.on_step) callbacks.on_step(session, record);
+        if (!decoder.stop_reason().empty()) break;
     }
-    return session;
+    return std::move(session);
 }
 
 }  // namespace attn

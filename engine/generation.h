@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/backend.h"
+#include "engine/decoder.h"
 #include "engine/session.h"
 
 namespace attn {
@@ -18,12 +19,6 @@ struct GenerationCallbacks {
     std::function<void(const Session&, const StepRecord&)> on_step;  // after each generated token
 };
 
-struct GenerationRequest {
-    std::string prompt;  // raw text, or the user message when sampling.chat is set
-    SamplingSettings sampling;
-    bool capture = true;
-    int top_alternatives = 5;
-};
 
 // Tokenizes (through the chat template if asked), prefills, decodes. Generated tokens are
 // appended to session.text and session.tokens with spans into the text. Each generated token is

@@ -40,6 +40,16 @@ struct StepRecord {
     int32_t beam_id = 0;          // branch id of the hypothesis this token belongs to
     int64_t kv_length = 0;        // keys visible to this step's query (after it is appended)
     int64_t evicted = 0;          // KV entries evicted before this step (0 without eviction)
+    bool forced = false;          // chosen by the user (a branch), not by the sampler
+    // What the step cost (the forward pass that appended this token): for performance tuners.
+    double forward_ms = 0;
+    std::vector<float> attention_ms;  // per layer
+};
+
+// A named step of the timeline ("where the loop starts"), saved with the session.
+struct Keyframe {
+    int64_t step = 0;
+    std::string name;
 };
 
 struct Session {
@@ -50,7 +60,10 @@ struct Session {
     ModelIdentity identity;
     SamplingSettings sampling;
     std::vector<StepRecord> steps;  // steps[t] is query row prompt_tokens + t
-    std::unique_ptr<CaptureStore> capture;
+    // Shared: the live debugger's UI reads the store while the runtime appends to it.
+    std::shared_ptr<CaptureStore> capture;
+    std::vector<Keyframe> keyframes;
+    double prefill_ms = 0;             // the prompt's forward pass
     bool recovered_incomplete = false;  // loaded from a file that was cut short
 
     int64_t positions() const { return static_cast<int64_t>(tokens.size()); }

@@ -460,7 +460,10 @@ json json_from_step(const StepRecord& step) {
             {"top", top},
             {"beam", step.beam_id},
             {"kv_length", step.kv_length},
-            {"evicted", step.evicted}};
+            {"evicted", step.evicted},
+            {"forced", step.forced},
+            {"forward_ms", json_from_double(step.forward_ms)},
+            {"attention_ms", step.attention_ms}};
 }
 
 StepRecord step_from_json(const json& value, PayloadReader& texts) {
@@ -478,6 +481,14 @@ StepRecord step_from_json(const json& value, PayloadReader& texts) {
     step.beam_id = int_field<int32_t>(value, "beam");
     step.kv_length = int_field<int64_t>(value, "kv_length");
     step.evicted = int_field<int64_t>(value, "evicted");
+    // Timings and the forced flag came with the live debugger; older files have none.
+    if (value.contains("forced")) step.forced = bool_field(value, "forced");
+    if (value.contains("forward_ms")) step.forward_ms = double_field(value, "forward_ms");
+    if (value.contains("attention_ms")) {
+        const json& times = value.at("attention_ms");
+        if (!times.is_array() || times.size() > kMaxLayers) damaged("step attention timings are not a list of layers");
+        for (const json& t : times) step.attention_ms.push_back(float_from_json(t, "attention_ms"));
+    }
     return step;
 }
 
@@ -760,10 +771,15 @@ void SessionWriter::finish(const Session& session) {
                     fail("cannot write session file ", quoted(partial_path_), ": ", errno_text());
             });
     }
+    json keyframes = json::array();
+    for (const Keyframe& keyframe : session.keyframes)
+        keyframes.push_back({{"step", keyframe.step}, {"name", json_from_bytes(keyframe.name)}});
     const json totals = {{"positions", positions_written_},
                          {"steps", steps_written_},
                          {"tokens", tokens_written_},
-                         {"overview_chunks", overview_chunks}};
+                         {"overview_chunks", overview_chunks},
+                         {"keyframes", keyframes},
+                         {"prefill_ms", json_from_double(session.prefill_ms)}};
     write_chunk(kFooterChunk, json_payload(totals, {}));
     if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
         fail("cannot write session file ", quoted(partial_path_), ": ", errno_text());
@@ -1065,6 +1081,17 @@ private:
             int_field<uint64_t>(totals, "overview_chunks") != expected_overviews ||
             overviews_.size() != expected_overviews)
             damaged("footer totals do not match the chunks before it");
+        if (totals.contains("keyframes")) {
+            const json& keyframes = totals.at("keyframes");
+            if (!keyframes.is_array()) damaged("footer keyframes are not a list");
+            for (const json& entry : keyframes) {
+                Keyframe keyframe{int_field<int64_t>(entry, "step"), bytes_field(entry, "name")};
+                if (keyframe.step < 0 || keyframe.step >= static_cast<int64_t>(session_.steps.size()))
+                    damaged(cat("keyframe at step ", keyframe.step, " is outside the ", session_.steps.size(), " steps"));
+                session_.keyframes.push_back(std::move(keyframe));
+            }
+        }
+        if (totals.contains("prefill_ms")) session_.prefill_ms = double_field(totals, "prefill_ms");
         footer_seen_ = true;
     }
 

@@ -175,8 +175,9 @@ Tile CpuTileSource::tile_from_overview(const TileRequest& request, bool inline_w
     const int64_t n = store_.positions();
     Tile tile = empty_tile(request, n);
     const int64_t blocks_per_cell = (int64_t(1) << request.level) / CaptureStore::kOverviewBlock;
-    const int64_t total_blocks = store_.overview_blocks();
+    const int64_t total_blocks = (n + CaptureStore::kOverviewBlock - 1) / CaptureStore::kOverviewBlock;
     for_range(tile.valid_rows, inline_work, [&](int64_t r) {
+        const CaptureStore::OverviewReader overview = store_.overview_reader(request.layer, request.head);
         const int64_t qb0 = (request.ty * Tile::kEdge + r) * blocks_per_cell;
         const int64_t qb1 = std::min(total_blocks, qb0 + blocks_per_cell);
         for (int64_t c = 0; c < tile.valid_cols; ++c) {
@@ -185,8 +186,8 @@ Tile CpuTileSource::tile_from_overview(const TileRequest& request, bool inline_w
             float sum = 0.f, peak = 0.f;
             for (int64_t qb = qb0; qb < qb1; ++qb)
                 for (int64_t kb = kb0; kb < std::min(kb1, qb + 1); ++kb) {
-                    sum += store_.overview_sum(request.layer, request.head, qb, kb);
-                    peak = std::max(peak, store_.overview_max(request.layer, request.head, qb, kb));
+                    sum += overview.sum(qb, kb);
+                    peak = std::max(peak, overview.max(qb, kb));
                 }
             tile.sum[r * Tile::kEdge + c] = sum;
             tile.max[r * Tile::kEdge + c] = peak;
@@ -196,13 +197,19 @@ Tile CpuTileSource::tile_from_overview(const TileRequest& request, bool inline_w
 }
 
 void rebuild_overview(CaptureStore& store, int) {
-    const CaptureShape& shape = store.shape();
-    const int64_t n = store.positions();
     store.clear_overview();
+    accumulate_overview_rows(store, 0, store.positions());
+}
+
+void accumulate_overview_rows(CaptureStore& store, int64_t q_begin, int64_t q_end) {
+    const CaptureShape& shape = store.shape();
+    q_end = std::min(q_end, store.positions());
+    if (q_begin >= q_end) return;
+    store.prepare_overview(q_end);
     for (int layer = 0; layer < shape.n_layer; ++layer)
         for (int head = 0; head < shape.n_head; ++head)
-            for (int64_t q0 = 0; q0 < n; q0 += kSlab) {
-                const int64_t q1 = std::min(n, q0 + kSlab);
+            for (int64_t q0 = q_begin; q0 < q_end; q0 += kSlab) {
+                const int64_t q1 = std::min(q_end, q0 + kSlab);
                 std::vector<float> rows(static_cast<size_t>((q1 - q0) * q1), 0.0f);
                 for_each_probability_block(store, layer, head, q0, q1, 0, q1,
                                            [&](int64_t i0, int64_t nr, int64_t j0, int64_t cols, const float* p) {

@@ -53,5 +53,7 @@ private:
 // Recomputes the pooled overview of every (layer, head) from Q, K and LSE (for sessions
 // recovered from a file cut short before its footer, or after CaptureStore::truncate).
 void rebuild_overview(CaptureStore& store, int threads = 0);
+// Adds the overview of query rows [q_begin, q_end) of every (layer, head), computed from Q, K, LSE.
+void accumulate_overview_rows(CaptureStore& store, int64_t q_begin, int64_t q_end);
 
 }  // namespace attn
