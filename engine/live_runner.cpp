@@ -3,6 +3,11 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "engine/session_file.h"
 #include "engine/tile_source.h"
@@ -223,6 +228,10 @@ void LiveRunner::set_state(LiveState state, std::string message) {
 }
 
 void LiveRunner::thread_main() {
+#ifdef __linux__
+    // The model yields to the UI thread: the debugger keeps its frame rate while it decodes.
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
+#endif
     for (;;) {
         Command command;
         {

@@ -15,8 +15,16 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <cmath>
+#include <sstream>
+
+#include "engine/cpu_backend.h"
+#include "engine/generation.h"
 #include "engine/session_file.h"
 #include "tests/model_fixture.h"
+#ifdef ATTNSCOPE_HAVE_APP
+#include "ui/app/private_display.h"
+#endif
 
 namespace fs = std::filesystem;
 
@@ -191,4 +199,79 @@ TEST_CASE("a capture killed mid-way reopens with its complete steps", "[cli][ses
     CHECK(recovered.capture->overview_complete());
     const Result r = run("inspect " + partial.string() + " --layer 0 --head 0 --json");
     CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("scripted live debugger: step, run to a watchpoint, scrub, diff, keyframe, recording", "[cli][live]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
+#ifndef ATTNSCOPE_HAVE_APP
+    WARN("SKIPPED: this build has no windowed debugger");
+    return;
+#else
+    if (!attn::app::find_in_path("Xvfb")) {
+        WARN("SKIPPED: Xvfb is not installed (the scripted debugger runs its panels on a private X server)");
+        return;
+    }
+    const char* prompt = "The capital of France is Paris. The capital of Germany is";
+    // Where "token_prob < x" first fires after step 3, from the engine's own greedy run.
+    auto backend = attn::make_cpu_backend(*model);
+    attn::GenerationRequest request;
+    request.prompt = prompt;
+    request.sampling.max_new_tokens = 20;
+    request.sampling.stop_at_eos = false;
+    const attn::Session reference = attn::generate(*model, *backend, request);
+    int64_t fire_at = -1;
+    double threshold = 0;
+    for (size_t t = 4; t < reference.steps.size() && fire_at < 0; ++t) {
+        const double p = std::exp(double(reference.steps[t].logprob));
+        double lowest_before = 1.0;
+        for (size_t s = 3; s < t; ++s) lowest_before = std::min(lowest_before, std::exp(double(reference.steps[s].logprob)));
+        if (p < lowest_before - 0.02) fire_at = static_cast<int64_t>(t), threshold = (p + lowest_before) / 2;
+    }
+    REQUIRE(fire_at > 3);
+
+    const fs::path script = scratch("live.script"), record = scratch("live.attn"), png = scratch("live.png");
+    {
+        std::ofstream out(script);
+        out << "step 3\nwait_idle\nstate\n"
+            << "watch token_prob < " << threshold << "\nrun 20\nwait_idle\nstate\n"
+            << "scrub 1\nstate\n"
+            << "diff 0 2\nstate\n"
+            << "keyframe 1 the start\nwait_idle\nstate\nscreenshot " << png.string() << "\n";
+    }
+    const Result r = run(std::string("view --headless --prompt \"") + prompt + "\" -n 20 --size 1280x720 --script " +
+                         script.string() + " --record " + record.string());
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::vector<nlohmann::json> states;
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);)
+        if (!line.empty() && line[0] == '{') states.push_back(nlohmann::json::parse(line));
+    REQUIRE(states.size() == 5);
+    CHECK(states[0]["steps"] == 3);
+    CHECK(states[0]["state"] == "paused");
+    // The run paused where the watchpoint first fired.
+    CHECK(states[1]["steps"] == fire_at + 1);
+    CHECK(states[1]["watch_hits"] == nlohmann::json::array({fire_at}));
+    CHECK_THAT(states[1]["message"].get<std::string>(), Catch::Contains("watchpoint"));
+    for (int64_t t = 0; t <= fire_at; ++t) CHECK(states[1]["step_tokens"][t] == reference.steps[t].token_id);
+    // Scrubbing shows the matrix as it was at step 1, with that step's query selected.
+    CHECK(states[2]["shown_step"] == 1);
+    CHECK(states[2]["shown_positions"] == reference.prompt_tokens + 2);
+    CHECK(states[2]["selected_query"] == reference.prompt_tokens + 1);
+    // The diff compares the queries of steps 0 and 2, and names the head that moved most.
+    CHECK(states[3]["diff"]["earlier_query"] == reference.prompt_tokens);
+    CHECK(states[3]["diff"]["later_query"] == reference.prompt_tokens + 2);
+    CHECK(states[3]["diff"]["top_jsd"].get<double>() > 0.1);
+    CHECK(states[4]["keyframes"] == 1);
+    CHECK(fs::file_size(png) > 10000);
+    // The recording reopens with the same steps.
+    const attn::Session loaded = attn::load_session(record.string());
+    REQUIRE(int64_t(loaded.steps.size()) == fire_at + 1);
+    for (int64_t t = 0; t <= fire_at; ++t) {
+        CHECK(loaded.steps[t].token_id == reference.steps[t].token_id);
+        CHECK(loaded.steps[t].logprob == Approx(reference.steps[t].logprob).margin(1e-5));
+    }
+    REQUIRE(loaded.keyframes.size() == 1);
+    CHECK(loaded.keyframes[0].name == "the start");
+#endif
 }

@@ -8,9 +8,42 @@
 
 namespace attn::app {
 
-DebuggerModel::DebuggerModel(const Session& session, const CpuTileSource& source) : session_(session), source_(source) {}
+DebuggerModel::DebuggerModel(const Session& session, const CpuTileSource& source) : session_(&session), source_(&source) {}
 
-std::string DebuggerModel::token(int64_t position) const { return view::token_text(session_, position); }
+void DebuggerModel::rebind(const Session& session, const CpuTileSource& source) {
+    session_ = &session;
+    source_ = &source;
+    row_query_ = -1;
+    row_cache_.clear();
+    key_delta.clear();
+    delta_query = -1;
+    if (selected_query >= positions()) selected_query = -1;
+    if (current_step >= steps()) current_step = -1;
+}
+
+int64_t DebuggerModel::steps() const {
+    return std::clamp<int64_t>(positions() - session_->prompt_tokens, 0, static_cast<int64_t>(session_->steps.size()));
+}
+
+int64_t DebuggerModel::shown_step() const {
+    const int64_t n = steps();
+    if (n == 0) return -1;
+    return current_step < 0 ? n - 1 : std::min(current_step, n - 1);
+}
+
+int64_t DebuggerModel::shown_positions() const {
+    // Without a pinned step the whole matrix is shown (prompt rows included, live growth followed).
+    if (current_step < 0) return positions();
+    return std::min(positions(), query_of(shown_step()) + 1);
+}
+
+void DebuggerModel::show_step(int64_t step) {
+    current_step = step < 0 ? -1 : std::min(step, steps() - 1);
+    const int64_t shown = shown_step();
+    if (shown >= 0) select_query(query_of(shown));
+}
+
+std::string DebuggerModel::token(int64_t position) const { return view::token_text(*session_, position); }
 
 namespace {
 size_t utf8_length(unsigned char lead) {
@@ -25,8 +58,8 @@ bool continuation(unsigned char c) { return (c & 0xC0) == 0x80; }
 
 std::string DebuggerModel::token_chars(int64_t position, bool mark_continuation) const {
     if (position < 0 || position >= positions()) return {};
-    const Token& t = session_.tokens[static_cast<size_t>(position)];
-    const std::string& text = session_.text;
+    const Token& t = session_->tokens[static_cast<size_t>(position)];
+    const std::string& text = session_->text;
     if (t.end > text.size() || t.begin > t.end) return {};
     if (!t.partial) return text.substr(t.begin, t.end - t.begin);
     // A token that splits a multi-byte character: show every character whose first byte it
@@ -76,16 +109,17 @@ std::string DebuggerModel::token_display(int64_t position, size_t max_bytes) con
 bool DebuggerModel::is_generated(int64_t position) const { return step_of(position) != nullptr; }
 
 const StepRecord* DebuggerModel::step_of(int64_t position) const {
-    const int64_t t = position - session_.prompt_tokens;
-    if (position < 0 || t < 0 || t >= static_cast<int64_t>(session_.steps.size())) return nullptr;
-    return &session_.steps[static_cast<size_t>(t)];
+    const int64_t t = position - session_->prompt_tokens;
+    if (position < 0 || t < 0 || t >= static_cast<int64_t>(session_->steps.size())) return nullptr;
+    return &session_->steps[static_cast<size_t>(t)];
 }
 
 std::string DebuggerModel::vocab_text(int32_t token_id) const {
     for (int64_t p = 0; p < positions(); ++p)
-        if (session_.tokens[static_cast<size_t>(p)].id == token_id) return token_display(p);
-    for (const StepRecord& s : session_.steps)
+        if (session_->tokens[static_cast<size_t>(p)].id == token_id) return token_display(p);
+    for (const StepRecord& s : session_->steps)
         if (s.token_id == token_id && !s.text.empty()) return s.text;
+    if (tokenizer && token_id >= 0 && token_id < tokenizer->vocab_size()) return tokenizer->token_bytes(token_id);
     return cat("#", token_id);
 }
 
@@ -102,7 +136,7 @@ const std::vector<float>& DebuggerModel::selected_row() {
         return row_cache_;
     }
     if (row_query_ != selected_query || row_layer_ != settings.layer || row_head_ != settings.head) {
-        row_cache_ = source_.row(settings.layer, settings.head, selected_query);
+        row_cache_ = source_->row(settings.layer, settings.head, selected_query);
         row_query_ = selected_query;
         row_layer_ = settings.layer;
         row_head_ = settings.head;

@@ -2,6 +2,7 @@
 // The debugger's state, shared by the map view and the panels. It knows nothing of ImGui or
 // Vulkan (Tracy style: panels are immediate-mode draw() functions over this model), so it can be
 // unit-tested and driven by scripts.
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,12 +18,33 @@ namespace attn::app {
 class DebuggerModel {
 public:
     DebuggerModel(const Session& session, const CpuTileSource& source);
+    // Live decoding replaced the session (restart, another branch): same settings, new data.
+    void rebind(const Session& session, const CpuTileSource& source);
 
-    const Session& session() const { return session_; }
-    const CpuTileSource& source() const { return source_; }
-    int n_layer() const { return session_.capture->shape().n_layer; }
-    int n_head() const { return session_.capture->shape().n_head; }
-    int64_t positions() const { return session_.capture->positions(); }
+    const Session& session() const { return *session_; }
+    const CpuTileSource& source() const { return *source_; }
+    int n_layer() const { return session_->capture->shape().n_layer; }
+    int n_head() const { return session_->capture->shape().n_head; }
+    // Positions with both a token and a complete capture (live, the capture runs ahead by a step).
+    int64_t positions() const {
+        return std::min<int64_t>(session_->capture->positions(), static_cast<int64_t>(session_->tokens.size()));
+    }
+    int64_t steps() const;  // decode steps whose position is in positions()
+
+    // ---- timeline: the step every view shows (-1: the latest, following a live run) ----
+    int64_t current_step = -1;
+    int64_t shown_step() const;           // the step shown, -1 when there are none
+    int64_t shown_positions() const;      // the matrix as it was at the shown step
+    int64_t query_of(int64_t step) const { return session_->prompt_tokens + step; }
+    void show_step(int64_t step);         // also selects that step's query row
+
+    // ---- diff overlay: per key, attention gained (> 0) or lost (< 0) between two steps, for the
+    // shown head; the token strip and the map draw it with the diverging colormap ----
+    std::vector<float> key_delta;
+    int64_t delta_query = -1;             // the later query the delta belongs to
+
+    // Token texts of alternatives that never occur in the session (live: the model's tokenizer).
+    const Tokenizer* tokenizer = nullptr;
 
     // The token's text as stored, and a one-line display form (spaces as '·', newlines as '↵').
     std::string token(int64_t position) const;
@@ -52,11 +74,11 @@ public:
     // selection. Recomputed only when the selection or the head changes.
     const std::vector<float>& selected_row();
     // Same for any (layer, head) — the head grid uses it.
-    std::vector<float> row(int layer, int head, int64_t query) const { return source_.row(layer, head, query); }
+    std::vector<float> row(int layer, int head, int64_t query) const { return source_->row(layer, head, query); }
 
 private:
-    const Session& session_;
-    const CpuTileSource& source_;
+    const Session* session_;
+    const CpuTileSource* source_;
     std::vector<float> row_cache_;
     int64_t row_query_ = -1;
     int row_layer_ = -1, row_head_ = -1;

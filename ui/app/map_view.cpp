@@ -29,8 +29,17 @@ int64_t tick_step(double tokens_per_unit, double min_px) {
 }  // namespace
 
 MapView::MapView(render::VulkanContext& context, DebuggerModel& model, const render::TileCacheOptions& cache)
-    : context_(context), model_(model) {
+    : context_(context), model_(model), cache_options_(cache) {
     cache_ = std::make_unique<render::TileCache>(context, model.source(), cache);
+}
+
+void MapView::reset_source() {
+    const render::TileCacheOptions options = cache_options_;
+    renderer_.reset();
+    cache_.reset();
+    cache_ = std::make_unique<render::TileCache>(context_, model_.source(), options);
+    fitted_ = false;
+    have_frame_ = false;
 }
 
 MapView::~MapView() {
@@ -43,11 +52,11 @@ void MapView::ensure_renderer(uint32_t width, uint32_t height) {
     // Keep the token at the map's centre where it is across the resize.
     const double ck = view_.key_at(view_.width / 2.0), cq = view_.query_at(view_.height / 2.0);
     renderer_.reset();
-    renderer_ = std::make_unique<render::AttentionMapRenderer>(context_, *cache_, model_.positions(), width, height);
+    renderer_ = std::make_unique<render::AttentionMapRenderer>(context_, *cache_, model_.shown_positions(), width, height);
     view_.width = static_cast<int>(width);
     view_.height = static_cast<int>(height);
     if (!fitted_) {
-        view_.fit(model_.positions());
+        view_.fit(model_.shown_positions());
         fitted_ = true;
     } else {
         view_.origin_key = ck - view_.tokens_per_pixel * width / 2.0;
@@ -75,6 +84,7 @@ void MapView::draw(float fb_x, float fb_y) {
     ImGui::InvisibleButton("##attention_map", ImVec2(w_, h_), ImGuiButtonFlags_MouseButtonLeft);
     handle_input(fb_x, fb_y);
 
+    if (renderer_->positions() != model_.shown_positions()) renderer_->set_positions(model_.shown_positions());
     stats_ = renderer_->render(view_, model_.settings);
     have_frame_ = true;
     draw_overlays(fb_x, fb_y);
@@ -88,11 +98,11 @@ void MapView::handle_input(float fb_x, float fb_y) {
     const double cx = view_.width / 2.0, cy = view_.height / 2.0;
 
     if (model_.fit_requested) {
-        view_.fit(model_.positions());
+        view_.fit(model_.shown_positions());
         model_.fit_requested = false;
     }
     if (model_.goto_token) {
-        const double t = static_cast<double>(std::clamp<int64_t>(*model_.goto_token, 0, model_.positions() - 1));
+        const double t = static_cast<double>(std::clamp<int64_t>(*model_.goto_token, 0, model_.shown_positions() - 1));
         // Show ~48 tokens around the diagonal cell (t, t) and select that row.
         view_.show(t - 24, t - 24, t + 25, t + 25);
         model_.select_query(static_cast<int64_t>(t));
@@ -109,7 +119,7 @@ void MapView::handle_input(float fb_x, float fb_y) {
     if (ImGui::IsItemDeactivated()) {
         if (drag_distance_ <= 3 && hovered) {
             const double q = std::floor(view_.query_at(mpy + 0.5));
-            if (q >= 0 && q < static_cast<double>(model_.positions())) model_.select_query(static_cast<int64_t>(q));
+            if (q >= 0 && q < static_cast<double>(model_.shown_positions())) model_.select_query(static_cast<int64_t>(q));
         }
         drag_distance_ = 0;
     }
@@ -124,7 +134,7 @@ void MapView::handle_input(float fb_x, float fb_y) {
         if (ImGui::IsKeyPressed(GLFW_KEY_RIGHT)) view_.pan_pixels(-step, 0);
         if (ImGui::IsKeyPressed(GLFW_KEY_UP)) view_.pan_pixels(0, step);
         if (ImGui::IsKeyPressed(GLFW_KEY_DOWN)) view_.pan_pixels(0, -step);
-        if (ImGui::IsKeyPressed(GLFW_KEY_F, false) || ImGui::IsKeyPressed(GLFW_KEY_HOME, false)) view_.fit(model_.positions());
+        if (ImGui::IsKeyPressed(GLFW_KEY_F, false) || ImGui::IsKeyPressed(GLFW_KEY_HOME, false)) view_.fit(model_.shown_positions());
     }
 
     if (scripted_hover_) update_hover(scripted_hover_->first, scripted_hover_->second);
@@ -136,7 +146,7 @@ void MapView::handle_input(float fb_x, float fb_y) {
 }
 
 void MapView::update_hover(double px, double py) {
-    const int64_t n = model_.positions();
+    const int64_t n = model_.shown_positions();
     HoverKey key;
     key.key = static_cast<int64_t>(std::floor(view_.key_at(px + 0.5)));
     key.query = static_cast<int64_t>(std::floor(view_.query_at(py + 0.5)));
@@ -151,7 +161,7 @@ void MapView::update_hover(double px, double py) {
 void MapView::draw_overlays(float fb_x, float fb_y) {
     ImDrawList* dl = ImGui::GetWindowDrawList();
     const float font = ImGui::GetFontSize();
-    const int64_t n = model_.positions();
+    const int64_t n = model_.shown_positions();
     const double tpu_x = view_.tokens_per_pixel * fb_x, tpu_y = view_.tokens_per_pixel * fb_y;  // tokens per ImGui unit
     const float cell = static_cast<float>(1.0 / tpu_x);
     auto sx = [&](double key) { return x0_ + static_cast<float>(view_.pixel_x(key) / fb_x); };
@@ -213,6 +223,29 @@ void MapView::draw_overlays(float fb_x, float fb_y) {
         float a = sy(q), b = sy(q + 1);
         if (b - a < 3) a = (a + b) / 2 - 1.5f, b = a + 3;
         dl->AddRect(ImVec2(sx(0) - 1, a - 1), ImVec2(sx(q + 1) + 1, b + 1), IM_COL32(255, 210, 80, 230), 0, 0, 1.5f);
+    }
+    // Diff band under the later query's row: keys that gained (red) and lost (blue) attention, one
+    // bar per screen column (the column's largest change wins).
+    if (!model_.key_delta.empty() && model_.delta_query >= 0 && model_.delta_query < n) {
+        const float band_top = sy(static_cast<double>(model_.delta_query + 1)) + 2;
+        const float band_h = std::max(6.f, font * 0.5f);
+        float peak = 0;
+        for (float d : model_.key_delta) peak = std::max(peak, std::fabs(d));
+        const int64_t keys = static_cast<int64_t>(model_.key_delta.size());
+        const float x_first = std::max(x0_, sx(0)), x_last = std::min(x0_ + w_, sx(static_cast<double>(keys)));
+        dl->AddRectFilled(ImVec2(x_first, band_top), ImVec2(x_last, band_top + band_h), IM_COL32(20, 20, 24, 200));
+        for (float x = x_first; peak > 0 && x < x_last; x += 1) {
+            const int64_t k0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(view_.key_at((x - x0_) * fb_x))));
+            const int64_t k1 = std::min<int64_t>(keys, std::max<int64_t>(k0 + 1, static_cast<int64_t>(std::ceil(view_.key_at((x + 1 - x0_) * fb_x)))));
+            float d = 0;
+            for (int64_t k = k0; k < k1; ++k)
+                if (std::fabs(model_.key_delta[static_cast<size_t>(k)]) > std::fabs(d)) d = model_.key_delta[static_cast<size_t>(k)];
+            const float t = std::sqrt(std::fabs(d) / peak);
+            if (t < 0.02f) continue;
+            const ImU32 color = d > 0 ? IM_COL32(220, 60, 50, static_cast<int>(60 + 195 * t))
+                                      : IM_COL32(60, 120, 230, static_cast<int>(60 + 195 * t));
+            dl->AddRectFilled(ImVec2(x, band_top), ImVec2(x + 1, band_top + band_h), color);
+        }
     }
     const view::HoverInfo& h = model_.hover;
     if (h.query >= 0 && h.key >= 0) {

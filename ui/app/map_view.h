@@ -31,6 +31,10 @@ public:
     // region), renders the map into the offscreen target and draws the overlays. fb_scale converts
     // ImGui (screen) units to framebuffer pixels.
     void draw(float fb_scale_x, float fb_scale_y);
+    // The model's source changed (live: restart or another branch): a new cache over it.
+    void reset_source();
+    // Live decoding appended rows from `first_row` on: tiles over them are recomputed.
+    void rows_changed_from(int64_t first_row) { cache_->invalidate_rows_from(first_row); }
     // Blits the rendered map into the swapchain image (TRANSFER_DST_OPTIMAL, left so).
     void record_blit(VkCommandBuffer cmd, VkImage image, VkExtent2D extent, bool blit_supported);
 
@@ -54,6 +58,7 @@ private:
 
     render::VulkanContext& context_;
     DebuggerModel& model_;
+    render::TileCacheOptions cache_options_;
     std::unique_ptr<render::TileCache> cache_;
     std::unique_ptr<render::AttentionMapRenderer> renderer_;
     render::ViewTransform view_;

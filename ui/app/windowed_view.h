@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/decoder.h"
+#include "engine/live_runner.h"
+#include "engine/model.h"
 #include "engine/session.h"
 
 namespace attn::app {
@@ -16,12 +19,23 @@ struct WindowedViewReport {
     std::vector<std::string> validation_errors;
     std::string device;
     std::string screenshot;  // written, if one was asked for
+    std::vector<double> frame_ms;  // every frame's time on the UI thread (bench render --live)
+    std::vector<uint8_t> frame_live_busy;  // 1 where the live model was prefilling or decoding meanwhile
+    int64_t live_steps = 0;        // steps the live run made
 };
 
 struct WindowedViewOptions {
     std::string session_path;          // a .attn file …
     int64_t synthetic_tokens = 0;      // … or a generated session of N tokens
     const Session* session = nullptr;  // … or one the caller already holds (wins over both)
+    // … or live decoding: this model runs `live_request` on its own thread and the views follow.
+    const Model* model = nullptr;
+    BackendKind backend = BackendKind::Auto;
+    GenerationRequest live_request;
+    std::string record_path;           // live: the session file every step is appended to
+    bool demo = false;                 // demo mode: run at a watchable pace, views follow, captions
+    double demo_steps_per_second = 3;
+    std::string sequence_dir;          // demo: also write every frame as NNNNN.png here
     std::string size = "1600x900";     // window size in screen coordinates, WIDTHxHEIGHT
     std::string script_path;           // UI actions (ui/view/headless.h's format), one per frame
     std::string screenshot;            // PNG of the whole window (UI included) at the end

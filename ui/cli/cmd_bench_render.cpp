@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "engine/session_file.h"
+#include "ui/cli/bench_live.h"
 #include "ui/view/headless.h"
 #include "ui/view/synthetic_session.h"
 #endif
@@ -43,8 +44,23 @@ struct BenchRenderCommand {
     int cache_mb = 256;
     bool validation = false;
     bool json_only = false;
+    bool live = false;
+    int live_tokens = 48;
 
     void run() const {
+        if (live) {
+#ifdef ATTNSCOPE_HAVE_APP
+            LiveBenchOptions options;
+            options.tokens = live_tokens;
+            if (size != "2560x1440") options.size = size;
+            options.validation = validation;
+            options.json_only = json_only;
+            run_live_render_bench(options);
+            return;
+#else
+            fail("bench render --live needs the windowed debugger, which this build lacks");
+#endif
+        }
         unsigned width = 0, height = 0;
         char x = 0;
         std::istringstream in(size);
@@ -211,6 +227,10 @@ void add_bench_render_command(CLI::App& bench) {
     render->add_option("--cache-mb", cmd->cache_mb, "Tile cache budget in MiB (default 256)");
     render->add_flag("--validation", cmd->validation, "Enable the Vulkan validation layer");
     render->add_flag("--json", cmd->json_only, "Only the JSON line");
+    render->add_flag("--live", cmd->live,
+                     "The whole debugger while the cpu backend decodes the default model (UI frame times)");
+    render->add_option("--live-tokens", cmd->live_tokens, "Tokens decoded during --live (default 48)")
+        ->check(CLI::Range(1, 4096));
     render->callback([cmd] { cmd->run(); });
 #else
     CLI::App* render = bench.add_subcommand("render", "Vulkan renderer benchmark (not in this build)");

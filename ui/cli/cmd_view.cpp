@@ -22,6 +22,7 @@
 #include "ui/view/synthetic_session.h"
 #endif
 #ifdef ATTNSCOPE_HAVE_APP
+#include "ui/app/private_display.h"
 #include "ui/app/windowed_view.h"
 #endif
 
@@ -91,23 +92,71 @@ struct ViewCommand {
         return dir;
     }
 
+#ifdef ATTNSCOPE_HAVE_APP
+    std::string record_path;
+    // The window's options that don't depend on where the session comes from.
+    app::WindowedViewOptions window_options() const {
+        app::WindowedViewOptions window;
+        if (!size.empty() && size != "1280x720") window.size = size;
+        window.script_path = script_path;
+        window.screenshot = screenshot;
+        window.frames = std::max(frames, 0);
+        window.layer = layer, window.head = head;
+        window.select_query = select_query;
+        window.plane = plane, window.colormap = colormap, window.scale = scale;
+        window.cache_mb = cache_mb;
+        window.validation = validation;
+        return window;
+    }
+
+    // Live decoding: the model runs in the debugger, step by step (returns false without a display,
+    // headless included when no Xvfb is installed, so the caller can capture and render offscreen).
+    bool run_live() {
+        if (capture.prompt.empty() && capture.prompt_file.empty()) {
+            capture.prompt = "Explain in two sentences why the sky is blue.";
+            capture.chat = true;
+        }
+        std::unique_ptr<app::PrivateDisplay> display;
+        std::optional<std::string> old_display;
+        if (headless) {
+            // The full UI, panels included, on a private X server: scripted live runs need it.
+            const auto xvfb = app::find_in_path("Xvfb");
+            if (!xvfb) return false;
+            const auto [w, h] = parse_size(size);
+            display = std::make_unique<app::PrivateDisplay>(*xvfb, static_cast<int>(w) + 64, static_cast<int>(h) + 64);
+            if (display->display().empty()) return false;
+            ::setenv("DISPLAY", display->display().c_str(), 1);
+            ::unsetenv("WAYLAND_DISPLAY");
+        }
+        auto model = Model::load(resolve_model_path(capture.model));
+        app::WindowedViewOptions window = window_options();
+        if (headless) {
+            window.size = size;
+            window.frames = std::max(frames, 1);  // headless runs end after the script
+        }
+        window.model = model.get();
+        window.backend = parse_backend_kind(capture.backend);
+        window.live_request = capture.request(true);
+        window.record_path = record_path.empty() ? (sessions_dir() / "live.attn").string() : record_path;
+        std::fprintf(stderr, "attnscope: live session recorded to %s\n", window.record_path.c_str());
+        const int rc = app::run_windowed_view(window);
+        if (rc == 2) return false;
+        if (rc != 0) throw CLI::RuntimeError(rc);
+        return true;
+    }
+#endif
+
     void run() {
+#ifdef ATTNSCOPE_HAVE_APP
+        if (session_path.empty() && synthetic_tokens == 0 && run_live()) return;
+#endif
         std::string shown_path;
         const Session session = obtain_session(shown_path);
         std::string png = screenshot;
         if (!headless) {
 #ifdef ATTNSCOPE_HAVE_APP
-            app::WindowedViewOptions window;
+            app::WindowedViewOptions window = window_options();
             window.session = &session;
-            if (!size.empty() && size != "1280x720") window.size = size;
-            window.script_path = script_path;
-            window.screenshot = screenshot;
-            window.frames = std::max(frames, 0);
-            window.layer = layer, window.head = head;
-            window.select_query = select_query;
-            window.plane = plane, window.colormap = colormap, window.scale = scale;
-            window.cache_mb = cache_mb;
-            window.validation = validation;
             const int rc = app::run_windowed_view(window);
             if (rc == 0) return;
             if (rc != 2) throw CLI::RuntimeError(rc);  // the reason is already printed
@@ -195,6 +244,10 @@ void add_view_command(CLI::App& app) {
     view->add_option("--scale", cmd->scale, "log or linear (default log)");
     view->add_option("--cache-mb", cmd->cache_mb, "Tile cache budget in MiB (default 256)")->check(CLI::PositiveNumber);
     view->add_flag("--validation", cmd->validation, "Enable the Vulkan validation layer (also ATTNSCOPE_VALIDATION=1)");
+#ifdef ATTNSCOPE_HAVE_APP
+    view->add_option("--record", cmd->record_path,
+                     "Live decoding: the session file every step is appended to (default: the sessions cache's live.attn)");
+#endif
     view->callback([cmd] { cmd->run(); });
 #else
     CLI::App* view = app.add_subcommand("view", "Attention debugger (not in this build)");

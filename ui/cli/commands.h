@@ -9,6 +9,7 @@ void add_inspect_command(CLI::App& app);
 void add_tile_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_view_command(CLI::App& app);            // view (headless, and windowed where built)
+void add_demo_command(CLI::App& app);            // demo
 void add_bench_render_command(CLI::App& bench);  // bench render
 void add_bench_gpu_command(CLI::App& bench);     // bench gpu
 

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
     attn::cli::add_bench_command(app);
     attn::cli::add_bench_gpu_command(*app.get_subcommand("bench"));
     attn::cli::add_view_command(app);
+    attn::cli::add_demo_command(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -9,12 +9,24 @@ namespace attn::panels {
 
 namespace {
 
-void layout(const app::DebuggerModel& model, TokenStripState& state, float width) {
-    state.pieces.clear();
-    state.lines.clear();
+// Lays out tokens [from, positions): from 0 after a width change, else appending to the last
+// line (live decoding adds a token at a time).
+void layout(const app::DebuggerModel& model, TokenStripState& state, float width, int64_t from) {
     const float pad = 2.f;
     float x = 0;
     TokenStripState::Line line;
+    if (from == 0 || state.lines.empty()) {
+        state.pieces.clear();
+        state.lines.clear();
+        from = 0;
+    } else {
+        line = state.lines.back();  // reopen the last line
+        state.lines.pop_back();
+        if (line.pieces > 0) {
+            const TokenStripState::Piece& last = state.pieces[line.first_piece + line.pieces - 1];
+            x = last.x + last.width;
+        }
+    }
     auto end_line = [&] {
         line.pieces = state.pieces.size() - line.first_piece;
         state.lines.push_back(line);
@@ -22,7 +34,7 @@ void layout(const app::DebuggerModel& model, TokenStripState& state, float width
         line.first_piece = state.pieces.size();
         x = 0;
     };
-    for (int64_t t = 0; t < model.positions(); ++t) {
+    for (int64_t t = from; t < model.positions(); ++t) {
         const std::string raw = model.token_chars(t, false);
         // One piece per newline-separated segment; a newline ends the line.
         size_t start = 0;
@@ -47,13 +59,20 @@ void layout(const app::DebuggerModel& model, TokenStripState& state, float width
     end_line();
     state.laid_out_width = width;
     state.laid_out_font = ImGui::GetFontSize();
+    state.laid_out_tokens = model.positions();
 }
 
 }  // namespace
 
 void draw_token_strip_panel(app::DebuggerModel& model, TokenStripState& state) {
     const float width = ImGui::GetContentRegionAvail().x - ImGui::GetStyle().ScrollbarSize;
-    if (std::abs(width - state.laid_out_width) > 0.5f || state.laid_out_font != ImGui::GetFontSize()) layout(model, state, width);
+    if (std::abs(width - state.laid_out_width) > 0.5f || state.laid_out_font != ImGui::GetFontSize() ||
+        model.positions() < state.laid_out_tokens)
+        layout(model, state, width, 0);
+    else if (model.positions() > state.laid_out_tokens)
+        layout(model, state, width, state.laid_out_tokens);
+    float delta_peak = 0;
+    for (float d : model.key_delta) delta_peak = std::max(delta_peak, std::fabs(d));
 
     const std::vector<float>& row = model.selected_row();
     const int64_t query = model.selected_query;
@@ -93,6 +112,15 @@ void draw_token_strip_panel(app::DebuggerModel& model, TokenStripState& state) {
                     const float p = row[static_cast<size_t>(piece.token)];
                     const float strength = std::sqrt(p / peak);  // sqrt: small weights stay visible
                     if (strength > 0.02f) dl->AddRectFilled(a, b, IM_COL32(255, 140, 0, static_cast<int>(230 * strength)), 2);
+                }
+                if (delta_peak > 0 && static_cast<size_t>(piece.token) < model.key_delta.size()) {
+                    // Diff: a bar under the token, red where the later step gained attention, blue where it lost.
+                    const float d = model.key_delta[static_cast<size_t>(piece.token)];
+                    const float t = std::sqrt(std::fabs(d) / delta_peak);
+                    if (t > 0.05f)
+                        dl->AddRectFilled(ImVec2(a.x, b.y - 3), b,
+                                          d > 0 ? IM_COL32(220, 60, 50, static_cast<int>(80 + 175 * t))
+                                                : IM_COL32(60, 120, 230, static_cast<int>(80 + 175 * t)));
                 }
                 if (model.hover.query >= 0 && piece.token == model.hover.key)
                     dl->AddRect(a, b, IM_COL32(255, 255, 255, 160), 2);

@@ -24,6 +24,7 @@ struct TokenStripState {
     std::vector<Piece> pieces;
     std::vector<Line> lines;
     float laid_out_width = -1, laid_out_font = -1;
+    int64_t laid_out_tokens = 0;
     int64_t scrolled_to = -2;  // last selection scrolled into view
 };
 

@@ -239,6 +239,12 @@ void AttentionMapRenderer::create_pipelines() {
     ATTN_VK(graphics_created);
 }
 
+void AttentionMapRenderer::set_positions(int64_t positions) {
+    if (positions < 1) fail("the attention map needs at least one position");
+    positions_ = positions;
+    top_level_ = top_level(positions);
+}
+
 uint64_t AttentionMapRenderer::stamp_for(const ColorRange& range) {
     for (const auto& [known, stamp] : stamps_)
         if (known == range) return stamp;

@@ -67,6 +67,9 @@ public:
     uint32_t width() const { return targets_[0].width; }
     uint32_t height() const { return targets_[0].height; }
     int64_t positions() const { return positions_; }
+    // The matrix shown is positions × positions: it grows while the model decodes and shrinks to
+    // an earlier step when the timeline scrubs back (quads are clipped to it, cell by cell).
+    void set_positions(int64_t positions);
 
     FrameStats render(const ViewTransform& view, const RenderSettings& settings);
     // RGBA8 pixels of the last rendered frame, row-major from the top.

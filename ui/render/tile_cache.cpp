@@ -68,7 +68,8 @@ void TileCache::request(std::span<const TileKey> keys) {
     std::lock_guard lock(mutex_);
     std::deque<TileKey> next;
     for (const TileKey& key : keys) {
-        if (resident_.count(key) || contains(in_flight_, key)) continue;
+        if (auto it = resident_.find(key); (it != resident_.end() && !it->second.stale) || contains(in_flight_, key))
+            continue;
         if (std::any_of(arrivals_.begin(), arrivals_.end(), [&](const Arrival& a) { return a.key == key; })) continue;
         if (std::find(next.begin(), next.end(), key) != next.end()) continue;
         next.push_back(key);
@@ -87,6 +88,7 @@ void TileCache::producer_loop() {
     for (;;) {
         TileKey key;
         std::optional<TileKey> sibling;  // the other plane, delivered too when it is also wanted
+        uint64_t epoch = 0;
         {
             std::unique_lock lock(mutex_);
             work_ready_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
@@ -101,6 +103,7 @@ void TileCache::producer_loop() {
                 in_flight_.push_back(other);
             }
             in_flight_.push_back(key);
+            epoch = epoch_;
         }
         const auto start = std::chrono::steady_clock::now();
         std::optional<Tile> tile;
@@ -134,7 +137,7 @@ void TileCache::producer_loop() {
             }
             std::memcpy(static_cast<char*>(staging_.mapped) + index * kRawBytes, values.data(), kRawBytes);
             std::lock_guard lock(mutex_);
-            arrivals_.push_back({k, index, tile->valid_rows, tile->valid_cols, peak, smallest});
+            arrivals_.push_back({k, index, tile->valid_rows, tile->valid_cols, peak, smallest, epoch});
         }
         std::lock_guard lock(mutex_);
         for (const TileKey& k : deliver) in_flight_.erase(std::find(in_flight_.begin(), in_flight_.end(), k));
@@ -168,7 +171,10 @@ std::vector<TileKey> TileCache::upload_arrivals(VkCommandBuffer cmd, uint64_t fr
     {
         std::lock_guard lock(mutex_);
         const size_t take = std::min(max_uploads, arrivals_.size());
-        ready.assign(arrivals_.begin(), arrivals_.begin() + static_cast<std::ptrdiff_t>(take));
+        for (size_t i = 0; i < take; ++i) {
+            if (outdated(arrivals_[i].key, arrivals_[i].epoch)) staging_to_release_.push_back(arrivals_[i].staging_index);
+            else ready.push_back(arrivals_[i]);
+        }
         arrivals_.erase(arrivals_.begin(), arrivals_.begin() + static_cast<std::ptrdiff_t>(take));
     }
     std::vector<TileKey> uploaded;
@@ -176,13 +182,23 @@ std::vector<TileKey> TileCache::upload_arrivals(VkCommandBuffer cmd, uint64_t fr
     uint64_t dropped = 0;
     for (const Arrival& a : ready) {
         staging_to_release_.push_back(a.staging_index);  // reusable once this frame's commands finish
-        if (resident_.count(a.key)) continue;
-        const std::optional<uint32_t> slot = take_slot(frame);
+        std::optional<uint32_t> slot;
+        uint64_t colors = 0;
+        if (auto it = resident_.find(a.key); it != resident_.end()) {
+            if (!it->second.stale) continue;
+            // The replacement of a stale tile takes its slot; its old colours stay on screen
+            // (marked out of date) until the renderer recolours it.
+            slot = it->second.slot;
+            colors = it->second.color_stamp != 0 ? kStaleColorStamp : 0;
+        } else {
+            slot = take_slot(frame);
+        }
         if (!slot) {
             ++dropped;
             continue;
         }
         CachedTile entry;
+        entry.color_stamp = colors;
         entry.slot = *slot;
         entry.valid_rows = a.valid_rows;
         entry.valid_cols = a.valid_cols;
@@ -242,6 +258,26 @@ std::optional<std::pair<TileKey, CachedTile*>> TileCache::nearest_ancestor(const
         if (tile && (!require_colored || tile->color_stamp != 0)) return std::make_pair(up, tile);
     }
     return std::nullopt;
+}
+
+void TileCache::invalidate_rows_from(int64_t first_row) {
+    for (auto& [key, tile] : resident_) {
+        const int64_t rows_end = (key.ty + 1) * (int64_t(kEdge) << key.level);
+        if (rows_end > first_row) tile.stale = true;
+    }
+    std::lock_guard lock(mutex_);
+    invalidations_.emplace_back(++epoch_, first_row);
+    while (invalidations_.size() > 256) invalidations_.pop_front();
+}
+
+bool TileCache::outdated(const TileKey& key, uint64_t epoch) const {
+    if (epoch == epoch_) return false;
+    // Older than every invalidation remembered: assume the worst.
+    if (invalidations_.empty() || invalidations_.front().first > epoch + 1) return true;
+    const int64_t rows_end = (key.ty + 1) * (int64_t(kEdge) << key.level);
+    for (const auto& [at, first_row] : invalidations_)
+        if (at > epoch && rows_end > first_row) return true;
+    return false;
 }
 
 bool TileCache::busy() const {

@@ -61,7 +61,12 @@ struct CachedTile {
     float min_positive = 0;       // smallest value > 0 (0 if none)
     uint64_t last_used_frame = 0;
     uint64_t color_stamp = 0;     // renderer's colouring the RGBA8 layer holds (0 = not coloured yet)
+    bool stale = false;           // rows it covers have changed: drawn until its replacement arrives
 };
+
+// A colour stamp no range has: the tile's colours are from its previous contents (kept on screen
+// while it is recoloured).
+constexpr uint64_t kStaleColorStamp = ~uint64_t(0);
 
 struct TileCacheOptions {
     uint64_t budget_bytes = 256ull << 20;
@@ -106,6 +111,9 @@ public:
                                                                     bool require_colored);
 
     bool busy() const;  // requests pending, being computed or waiting for upload
+    // The matrix grew (live decoding): tiles covering query rows >= first_row are recomputed. They
+    // stay on screen until their replacement arrives; tiles computed from the old data are dropped.
+    void invalidate_rows_from(int64_t first_row);
     uint32_t capacity_slots() const { return capacity_; }
     size_t resident_tiles() const { return resident_.size(); }
     uint64_t gpu_bytes() const { return raw_.bytes + color_.bytes + staging_.size; }
@@ -121,7 +129,9 @@ private:
         uint32_t staging_index;
         int valid_rows, valid_cols;
         float max_value, min_positive;
+        uint64_t epoch;  // data epoch when its computation started
     };
+    bool outdated(const TileKey& key, uint64_t epoch) const;  // mutex_ held
     void producer_loop();
     std::optional<uint32_t> take_slot(uint64_t frame);
 
@@ -147,6 +157,8 @@ private:
     std::vector<Arrival> arrivals_;
     std::vector<uint32_t> free_staging_;
     TileCacheStats stats_;
+    uint64_t epoch_ = 0;
+    std::deque<std::pair<uint64_t, int64_t>> invalidations_;  // (epoch it started, first row), recent ones
     bool stopping_ = false;
     std::vector<std::thread> workers_;
     int blas_threads_before_ = 1;

@@ -23,7 +23,11 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
         {"fit", {0, 0}},      {"show", {4, 4}},   {"zoom", {1, 3}},     {"pan", {2, 2}},
         {"layer", {1, 1}},    {"head", {1, 1}},   {"plane", {1, 1}},    {"colormap", {1, 1}},
         {"scale", {1, 1}},    {"range", {1, 2}},  {"hover", {2, 2}},    {"wait", {1, 1}},
-        {"wait_exact", {0, 1}}, {"screenshot", {1, 1}}};
+        {"wait_exact", {0, 1}}, {"screenshot", {1, 1}},
+        // The debugger's timeline and live decoding (the windowed runner; see live_script_verb()).
+        {"step", {0, 1}},     {"run", {0, 1}},    {"run_to_text", {1, 64}}, {"wait_idle", {0, 1}},
+        {"scrub", {1, 1}},    {"follow", {0, 0}}, {"diff", {2, 2}},         {"watch", {1, 64}},
+        {"keyframe", {2, 64}}, {"branch", {2, 2}}, {"state", {0, 0}},        {"play", {0, 1}}};
     return table;
 }
 
@@ -183,6 +187,8 @@ void HeadlessView::run(const std::vector<ScriptAction>& actions, std::FILE* log)
         } else if (v == "screenshot") {
             frame();
             screenshot(a.args[0]);
+        } else {
+            fail("script line ", a.line, ": '", v, "' needs the debugger's panels (run without --headless, under a display)");
         }
     }
 }
