@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <memory>
 #include <cmath>
 #include <functional>
 #include <mutex>
@@ -35,7 +36,11 @@ void for_each_probability_block(const CaptureStore& store, int layer, int head, 
     const int hd = shape.head_dim;
     const int kvh = shape.kv_head_of(head);
     const int q_stride = shape.n_head * hd, k_stride = shape.n_kv_head * hd;
-    std::vector<float> block(static_cast<size_t>(kSlab * kSlab));
+    // Sized to the request, uninitialised (every element used is written by the GEMM): a single
+    // row — what diffs, watchpoints and hovers ask for — must not pay for a 4 MiB zeroed slab.
+    const int64_t most_rows = std::min(q1 - q0, kSlab), most_cols = std::min(std::max<int64_t>(k1 - k0, 0), kSlab);
+    if (most_rows <= 0 || most_cols <= 0) return;
+    const std::unique_ptr<float[]> block(new float[static_cast<size_t>(most_rows * most_cols)]);
     for (int64_t i0 = q0; i0 < q1;) {
         const int64_t rows = std::min({q1 - i0, kSlab, store.contiguous_from(i0)});
         // Keys after the last query of the slab are all masked: skip them.
@@ -46,20 +51,22 @@ void for_each_probability_block(const CaptureStore& store, int layer, int head, 
                 j0 += cols;  // the whole key block is outside every query's window
                 continue;
             }
+            // (A 1-row GEMM rather than sgemv on purpose: OpenBLAS threads sgemv at these sizes, and
+            // callers already spread rows over the pool: diff_steps at 3000 tokens took 85–106 ms that way, 16–18 ms so.)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(cols), hd,
                         shape.scale, store.q(layer, i0) + int64_t(head) * hd, q_stride,
-                        store.k(layer, j0) + int64_t(kvh) * hd, k_stride, 0.0f, block.data(), static_cast<int>(cols));
+                        store.k(layer, j0) + int64_t(kvh) * hd, k_stride, 0.0f, block.get(), static_cast<int>(cols));
             for_range((rows + 63) / 64, inline_work, [&](int64_t group) {
                 const int64_t r_end = std::min(rows, (group + 1) * 64);
                 for (int64_t r = group * 64; r < r_end; ++r) {
                     const int64_t i = i0 + r;
                     const float lse = store.lse(layer, i, head);
-                    float* p = block.data() + r * cols;
+                    float* p = block.get() + r * cols;
                     for (int64_t c = 0; c < cols; ++c)
                         p[c] = shape.visible(i, j0 + c) ? std::exp(p[c] - lse) : 0.0f;
                 }
             });
-            visitor(i0, rows, j0, cols, static_cast<const float*>(block.data()));
+            visitor(i0, rows, j0, cols, static_cast<const float*>(block.get()));
             j0 += cols;
         }
         i0 += rows;
