@@ -256,6 +256,25 @@ void CaptureStore::restore_overview(int layer, int head, std::span<const float> 
     if (!had_rows) overview_rows_ += static_cast<uint64_t>(positions());
 }
 
+void CaptureStore::replace_overview_rows(int64_t first_block, const float* sums, const float* maxes, int64_t stride) {
+    const int64_t blocks = overview_blocks();
+    if (first_block < 0 || first_block > blocks)
+        fail("overview: block row ", first_block, " is outside the ", blocks, " block rows captured");
+    const int64_t e0 = tri_index(first_block, 0), e1 = tri_index(blocks, 0);
+    if (stride < e1) fail("overview: ", stride, " entries per head cannot hold ", blocks, " block rows");
+    std::unique_lock lock(overview_mutex_);
+    for (size_t i = 0; i < overview_.size(); ++i) {
+        Overview& ov = overview_[i];
+        if (static_cast<int64_t>(ov.sum.size()) < e0)
+            fail("overview: block rows below ", first_block, " are missing; replace from an earlier block row");
+        ov.sum.resize(static_cast<size_t>(e1), 0.f);
+        ov.max.resize(static_cast<size_t>(e1), 0.f);
+        std::copy(sums + int64_t(i) * stride + e0, sums + int64_t(i) * stride + e1, ov.sum.begin() + e0);
+        std::copy(maxes + int64_t(i) * stride + e0, maxes + int64_t(i) * stride + e1, ov.max.begin() + e0);
+    }
+    overview_rows_ = static_cast<uint64_t>(positions()) * shape_.n_layer * shape_.n_head;
+}
+
 uint64_t CaptureStore::bytes_held() const {
     const uint64_t per_chunk = uint64_t(kChunkPositions) *
                                (uint64_t(shape_.n_head) * shape_.head_dim + uint64_t(shape_.n_kv_head) * shape_.head_dim +

@@ -109,6 +109,13 @@ public:
     void copy_lse(int layer, int64_t pos0, int64_t n, float* out) const;
     std::span<const float> overview_sums(int layer, int head) const;
     std::span<const float> overview_maxes(int layer, int head) const;
+    // For a runtime that keeps its own copy of the overview (the cuda backend mirrors the one its
+    // kernels emit): block rows [first_block, overview_blocks()) of every (layer, head) are replaced
+    // from `sums` / `maxes`, which hold (layer * n_head + head) at `stride` floats each, packed like
+    // the store (entry qb*(qb+1)/2 + kb). Rows below first_block must already be here; afterwards the
+    // overview covers every position. Only what changed is copied: one block row per decode step,
+    // not the whole triangle. Readers may work meanwhile.
+    void replace_overview_rows(int64_t first_block, const float* sums, const float* maxes, int64_t stride);
     // Restores an overview saved earlier (must match overview_blocks() for the current positions).
     void restore_overview(int layer, int head, std::span<const float> sums, std::span<const float> maxes);
 

@@ -282,3 +282,40 @@ TEST_CASE("live runner: a cancelled prefill and errors are reported, not thrown"
     REQUIRE(runner.wait_idle(120));
     CHECK(runner.status().steps == 2);
 }
+
+TEST_CASE("replacing the overview's last block rows from a runtime's mirror", "[live]") {
+    // The cuda backend's path, on the CPU: the store holds rows below a block boundary, a mirror
+    // holds the whole overview; replacing from that block makes the store equal to the mirror.
+    const CaptureShape shape{2, 2, 1, 8, 0.35f, 0};
+    CaptureStore full(shape), partial(shape);
+    const int64_t n = 300;
+    std::vector<float> q(n * 2 * 8), k(n * 8), lse(n * 2);
+    for (size_t i = 0; i < q.size(); ++i) q[i] = std::sin(0.37f * float(i));
+    for (size_t i = 0; i < k.size(); ++i) k[i] = std::cos(0.11f * float(i));
+    for (int64_t i = 0; i < n; ++i) lse[i * 2] = lse[i * 2 + 1] = std::log(float(i + 1));
+    for (int layer = 0; layer < 2; ++layer) full.record_layer(layer, 0, n, q.data(), k.data(), lse.data());
+    rebuild_overview(full);
+    partial.copy_prefix_from(full, n);  // Q, K, LSE and the whole block rows 0 and 1
+    REQUIRE_FALSE(partial.overview_complete());
+    const int64_t stride = full.overview_sums(0, 0).size();
+    std::vector<float> sums(4 * stride), maxes(4 * stride);
+    for (int layer = 0; layer < 2; ++layer)
+        for (int head = 0; head < 2; ++head) {
+            std::copy_n(full.overview_sums(layer, head).data(), stride, sums.begin() + (layer * 2 + head) * stride);
+            std::copy_n(full.overview_maxes(layer, head).data(), stride, maxes.begin() + (layer * 2 + head) * stride);
+        }
+    partial.replace_overview_rows(2, sums.data(), maxes.data(), stride);
+    REQUIRE(partial.overview_complete());
+    for (int layer = 0; layer < 2; ++layer)
+        for (int head = 0; head < 2; ++head) {
+            REQUIRE(std::equal(full.overview_sums(layer, head).begin(), full.overview_sums(layer, head).end(),
+                               partial.overview_sums(layer, head).begin()));
+            REQUIRE(std::equal(full.overview_maxes(layer, head).begin(), full.overview_maxes(layer, head).end(),
+                               partial.overview_maxes(layer, head).begin()));
+        }
+    CaptureStore empty(shape);
+    empty.record_layer(0, 0, n, q.data(), k.data(), lse.data());
+    empty.record_layer(1, 0, n, q.data(), k.data(), lse.data());
+    REQUIRE_THROWS_WITH(empty.replace_overview_rows(1, sums.data(), maxes.data(), stride), Catch::Contains("missing"));
+    REQUIRE_THROWS_WITH(partial.replace_overview_rows(0, sums.data(), maxes.data(), 2), Catch::Contains("cannot hold"));
+}
