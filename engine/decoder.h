@@ -52,8 +52,8 @@ public:
     // One token: appended to the session and run through the model. Returns the new step.
     const StepRecord& step(const StepChoice& choice = {});
 
-    // Applies from the next step; the sampler's random stream is re-seeded from settings.seed
-    // mixed with the step index, so the same settings at the same step give the same token.
+    // Applies from the next step; the sampler starts a new random stream from settings.seed (so
+    // re-applying the same settings restarts the same stream).
     void set_sampling(const SamplingSettings& settings);
     const SamplingSettings& sampling() const { return session_.sampling; }
 
