@@ -8,6 +8,7 @@
 #include <cstring>
 #include <thread>
 
+#include "engine/bench_stats.h"
 #include "engine/capture_store.h"
 #include "engine/error.h"
 #include "engine/generation.h"
@@ -26,11 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 template <typename Fn>
 double wall_ms(Fn&& fn) {

@@ -13,20 +13,13 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include "engine/bench_stats.h"
 #include "engine/error.h"
 #include "engine/model.h"
 #include "ui/app/private_display.h"
 #include "ui/app/windowed_view.h"
 
 namespace attn::cli {
-
-namespace {
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())))];
-}
-}  // namespace
 
 void run_live_render_bench(const LiveBenchOptions& o) {
     std::unique_ptr<app::PrivateDisplay> display;

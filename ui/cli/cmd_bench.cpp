@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "engine/bench_stats.h"
 #include "engine/backend.h"
 #include "engine/error.h"
 #include "engine/generation.h"
@@ -27,10 +28,6 @@ double seconds(Fn&& fn) {
     return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 // Deterministic, ordinary tokens (not control tokens) so every run does the same work.
 std::vector<int32_t> bench_tokens(const Model& model, int64_t n) {

@@ -3,6 +3,7 @@
 // rate and cache memory. Prints a table, then one JSON object on the last line.
 #include <CLI/CLI.hpp>
 
+#include "engine/bench_stats.h"
 #include "engine/error.h"
 
 #ifdef ATTNSCOPE_HAVE_UI
@@ -26,12 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
-    return v[i];
-}
 
 struct BenchRenderCommand {
     int64_t tokens = 50000;
