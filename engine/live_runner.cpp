@@ -38,21 +38,6 @@ struct LiveRunner::Branch {
 
 namespace {
 
-// Session metadata without the capture store (which is shared, not copied).
-void copy_metadata(const Session& from, Session& to) {
-    to.text = from.text;
-    to.tokens = from.tokens;
-    to.prompt_tokens = from.prompt_tokens;
-    to.config = from.config;
-    to.identity = from.identity;
-    to.sampling = from.sampling;
-    to.steps = from.steps;
-    to.capture = from.capture;
-    to.keyframes = from.keyframes;
-    to.prefill_ms = from.prefill_ms;
-    to.recovered_incomplete = false;
-}
-
 std::string branch_path(const std::string& path, size_t index) {
     if (path.empty() || index == 0) return path;
     std::filesystem::path p(path);
@@ -170,13 +155,16 @@ LiveStatus LiveRunner::status() const {
     return status_;
 }
 
-bool LiveRunner::sync(Session& view, uint64_t& generation) const {
+bool LiveRunner::sync(Session& view, std::vector<StepFindings>& findings, uint64_t& generation) const {
     std::lock_guard lock(mutex_);
     if (generation != status_.generation) {
-        copy_metadata(published_, view);
+        view = published_;  // the capture store is a shared pointer: shared, not copied
+        findings = published_findings_;
         generation = status_.generation;
         return true;
     }
+    if (findings.size() < published_findings_.size())
+        findings.insert(findings.end(), published_findings_.begin() + findings.size(), published_findings_.end());
     bool changed = false;
     if (view.tokens.size() < published_.tokens.size()) {
         view.tokens.insert(view.tokens.end(), published_.tokens.begin() + view.tokens.size(), published_.tokens.end());
@@ -196,11 +184,6 @@ bool LiveRunner::sync(Session& view, uint64_t& generation) const {
     }
     if (changed) view.sampling = published_.sampling;
     return changed;
-}
-
-std::vector<StepFindings> LiveRunner::findings() const {
-    std::lock_guard lock(mutex_);
-    return published_findings_;
 }
 
 std::vector<Watchpoint> LiveRunner::watchpoints() const {
@@ -432,9 +415,7 @@ bool LiveRunner::one_step(const StepChoice& choice, const RunGoal& goal, std::st
     if (session.capture) {
         const CpuTileSource source(*session.capture);
         const int64_t query = session.prompt_tokens + step;
-        const StepDiff diff = diff_steps(source, session, query - 1, query);
-        for (size_t r = 0; r < diff.ranking.size() && static_cast<int>(found.moved_most.size()) < options_.diff_heads; ++r)
-            found.moved_most.push_back(diff.heads[diff.ranking[r]]);
+        found.change = diff_steps(source, session, query - 1, query);
         for (size_t w = 0; w < watchpoints_runtime_.size(); ++w) {
             const WatchpointHit hit = evaluate(watchpoints_runtime_[w], session, source, step);
             if (hit.fired) {
@@ -470,7 +451,8 @@ void LiveRunner::publish(bool replaced) {
     const Session& session = branch.decoder->session();
     std::lock_guard lock(mutex_);
     if (replaced) {
-        copy_metadata(session, published_);
+        published_ = session;
+        published_findings_ = branch.findings;
         ++status_.generation;
     } else {
         published_.tokens.insert(published_.tokens.end(), session.tokens.begin() + published_.tokens.size(),
@@ -481,7 +463,9 @@ void LiveRunner::publish(bool replaced) {
         published_.keyframes = session.keyframes;
         published_.sampling = session.sampling;
     }
-    published_findings_ = branch.findings;
+    if (!replaced)
+        published_findings_.insert(published_findings_.end(), branch.findings.begin() + published_findings_.size(),
+                                   branch.findings.end());
     status_.steps = static_cast<int64_t>(session.steps.size());
     status_.branch = current_;
     status_.branches = branches_.size();

@@ -51,7 +51,6 @@ struct LiveOptions {
     std::string record_path;  // "" = don't record
     bool loop_alarm = true;
     LoopAlarmParams loop;
-    int diff_heads = 8;       // heads kept per step in the "moved most" ranking
 };
 
 // What the runner found at a step, beyond its StepRecord.
@@ -60,7 +59,9 @@ struct StepFindings {
     std::vector<size_t> watchpoints_fired;  // indices into the watchpoint list at that time
     std::vector<WatchpointHit> hits;        // one per fired watchpoint
     std::optional<LoopAlarm> loop;          // set when the loop alarm fired
-    std::vector<HeadDiff> moved_most;       // vs the previous step, most moved first
+    // Every head's change vs the previous position's query, ranked (the UI's "previous → shown"
+    // diff reads it from here instead of computing it again).
+    std::optional<StepDiff> change;
 };
 
 struct LiveStatus {
@@ -95,12 +96,10 @@ public:
 
     // ---- UI side (never blocks on the model) ----
     LiveStatus status() const;
-    // Brings `view` up to date with the current branch: appends what is new, or replaces it all when
-    // `generation` is stale (then updates it). The capture store is shared, not copied. Returns
-    // true if anything changed. A view never holds more positions than the capture has complete.
-    bool sync(Session& view, uint64_t& generation) const;
-    // Findings of the current branch's steps (index = step; empty entries where nothing was run).
-    std::vector<StepFindings> findings() const;
+    // Brings `view` and `findings` (index = step) up to date with the current branch: appends what
+    // is new, or replaces it all when `generation` is stale (then updates it). The capture store is
+    // shared, not copied. Returns true if anything changed.
+    bool sync(Session& view, std::vector<StepFindings>& findings, uint64_t& generation) const;
     std::vector<Watchpoint> watchpoints() const;
     // The branch each branch was forked from and at which step (-1 for the first).
     struct BranchInfo {

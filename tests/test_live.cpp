@@ -174,6 +174,7 @@ TEST_CASE("live runner: step, run, watchpoint pause, branch, recording, concurre
     TempDir dir("live");
     const std::string path = dir.file("live.attn");
     Session view;
+    std::vector<StepFindings> findings;
     uint64_t generation = 0;
     {
         LiveOptions options;
@@ -183,14 +184,14 @@ TEST_CASE("live runner: step, run, watchpoint pause, branch, recording, concurre
         runner.start(live_request(16));
         REQUIRE(runner.wait_idle(120));
         REQUIRE(runner.status().state == LiveState::Paused);
-        REQUIRE(runner.sync(view, generation));
+        REQUIRE(runner.sync(view, findings, generation));
         CHECK(view.prompt_tokens == reference.prompt_tokens);
         CHECK(view.steps.empty());
 
         runner.step();
         runner.step(2);
         REQUIRE(runner.wait_idle(120));
-        runner.sync(view, generation);
+        runner.sync(view, findings, generation);
         REQUIRE(view.steps.size() == 3);
         for (size_t t = 0; t < 3; ++t) CHECK(view.steps[t].token_id == reference.steps[t].token_id);
         CHECK(view.text == reference.text.substr(0, view.tokens.back().end));
@@ -201,23 +202,24 @@ TEST_CASE("live runner: step, run, watchpoint pause, branch, recording, concurre
         // Meanwhile, read the capture as the UI does: every row below the synced positions is final.
         std::vector<std::pair<int64_t, std::vector<float>>> seen;
         while (runner.status().busy || runner.status().state == LiveState::Running) {
-            runner.sync(view, generation);
+            runner.sync(view, findings, generation);
             const int64_t n = std::min<int64_t>(view.positions(), view.capture->positions());
             const CpuTileSource source(*view.capture, 1);
             seen.emplace_back(n - 1, source.row(3, 2, n - 1));
             (void)source.tile(TileRequest{3, 2, 0, 0, 0}, true);
         }
         REQUIRE(runner.wait_idle(120));
-        runner.sync(view, generation);
+        runner.sync(view, findings, generation);
         LiveStatus status = runner.status();
         CHECK(status.state == LiveState::Paused);
         CHECK_THAT(status.message, Catch::Contains("watchpoint"));
         REQUIRE(int64_t(view.steps.size()) == fire_at + 1);
-        const std::vector<StepFindings> findings = runner.findings();
         REQUIRE(findings.size() == view.steps.size());
         CHECK(findings[fire_at].watchpoints_fired.size() == 1);
         for (int64_t t = 3; t < fire_at; ++t) CHECK(findings[t].watchpoints_fired.empty());
-        CHECK_FALSE(findings[fire_at].moved_most.empty());
+        REQUIRE(findings[fire_at].change);
+        CHECK(findings[fire_at].change->later_query == view.prompt_tokens + fire_at);
+        CHECK(findings[fire_at].change->heads.size() == size_t(model->config.n_layer * model->config.n_head));
         const CpuTileSource source(*view.capture, 1);
         for (const auto& [q, row] : seen) REQUIRE(source.row(3, 2, q) == row);
 
@@ -227,7 +229,7 @@ TEST_CASE("live runner: step, run, watchpoint pause, branch, recording, concurre
         runner.add_keyframe(1, "before the branch");
         runner.branch(2, alternative);
         REQUIRE(runner.wait_idle(120));
-        runner.sync(view, generation);
+        runner.sync(view, findings, generation);
         REQUIRE(view.steps.size() == 3);
         CHECK(view.steps[2].token_id == alternative);
         CHECK(view.steps[2].forced);
@@ -236,7 +238,7 @@ TEST_CASE("live runner: step, run, watchpoint pause, branch, recording, concurre
         runner.step(2);
         runner.select_branch(0);
         REQUIRE(runner.wait_idle(120));
-        runner.sync(view, generation);
+        runner.sync(view, findings, generation);
         CHECK(int64_t(view.steps.size()) == fire_at + 1);
         REQUIRE(view.keyframes.size() == 1);
         CHECK(view.keyframes[0].name == "before the branch");

@@ -60,11 +60,11 @@ struct Debugger {
     panels::WatchpointsState watch;
     panels::RunControlsState run;
     std::vector<StepFindings> findings;
-    int64_t findings_steps = -1;
     uint64_t generation = 0, bound_generation = ~uint64_t(0);
     int64_t bound_positions = 0;
     LiveRunner* runner = nullptr;
     Session live_session;
+    int64_t demo_step = -2;  // the step demo mode last followed
 };
 
 // Runs a headless-format script against the window, one step per frame.
@@ -248,14 +248,17 @@ void follow_for_demo(Debugger& d, std::string& caption) {
         return;
     }
     model.current_step = -1;
-    if (step < static_cast<int64_t>(d.findings.size()) && !d.findings[step].moved_most.empty()) {
-        const HeadDiff& top = d.findings[step].moved_most.front();
+    if (step == d.demo_step) return;  // the view, head and caption change once per step
+    d.demo_step = step;
+    if (step < static_cast<int64_t>(d.findings.size()) && d.findings[step].change &&
+        !d.findings[step].change->ranking.empty()) {
+        const HeadDiff& top = d.findings[step].change->moved_most();
         model.select_layer(top.layer);
         model.select_head(top.head);
     }
     const int64_t query = model.query_of(step);
     model.select_query(query);
-    const std::vector<float> row = model.row(model.settings.layer, model.settings.head, query);
+    const std::vector<float>& row = model.selected_row();
     const int64_t focus = row.empty() ? 0 : std::max_element(row.begin(), row.end()) - row.begin();
     const double span = std::max<double>(48.0, static_cast<double>(query + 1) * 0.6);
     const double k0 = std::clamp(static_cast<double>(focus) - span / 2, 0.0, std::max(0.0, query + 1 - span));
@@ -376,6 +379,7 @@ int run(const WindowedViewOptions& options) {
         d.entropy = {};
         d.diff = {};
         d.bound_positions = d.model->positions();
+        d.demo_step = -2;
     };
     if (session) bind(*session);
 
@@ -398,18 +402,15 @@ int run(const WindowedViewOptions& options) {
         // ---- live: take what the runner published ------------------------------------------
         if (runner) {
             status = runner->status();
-            if (runner->sync(d.live_session, d.generation)) {
+            if (runner->sync(d.live_session, d.findings, d.generation)) {
                 if (d.generation != d.bound_generation && d.live_session.capture && d.live_session.capture->positions() > 0) {
                     bind(d.live_session);
                     d.bound_generation = d.generation;
                 } else if (d.model && d.model->positions() > d.bound_positions) {
                     d.map->rows_changed_from(d.bound_positions);
                     d.bound_positions = d.model->positions();
+        d.demo_step = -2;
                 }
-            }
-            if (status.steps != d.findings_steps || d.generation != d.bound_generation) {
-                d.findings = runner->findings();
-                d.findings_steps = status.steps;
             }
         }
         if (options.demo && runner && !status.busy &&
@@ -433,7 +434,7 @@ int run(const WindowedViewOptions& options) {
         if (frames >= 2) script.before_frame(d, script_shot);  // the map has its real size by then
         if (d.model) {
             panels::advance_timeline(*d.model, d.timeline);
-            panels::update_diff(*d.model, d.diff);
+            panels::update_diff(*d.model, d.diff, d.findings);
             if (options.demo) follow_for_demo(d, caption);
         }
 

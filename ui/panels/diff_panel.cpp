@@ -27,7 +27,7 @@ std::optional<std::pair<int64_t, int64_t>> compared_queries(const app::DebuggerM
 
 }  // namespace
 
-void update_diff(app::DebuggerModel& model, DiffState& state) {
+void update_diff(app::DebuggerModel& model, DiffState& state, const std::vector<StepFindings>& findings) {
     if (state.pending.valid() && state.pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
         try {
             state.result = state.pending.get();
@@ -43,12 +43,17 @@ void update_diff(app::DebuggerModel& model, DiffState& state) {
     }
     const auto [a, b] = *pair;
     const CaptureStore* store = model.session().capture.get();
-    if ((a != state.requested_a || b != state.requested_b || store != state.requested_store) && !state.pending.valid()) {
-        // The worker gets its own copy of the session's metadata: the UI appends to it while live.
+    const bool stale = a != state.requested_a || b != state.requested_b || store != state.requested_store;
+    const int64_t later_step = b - model.session().prompt_tokens;
+    if (stale && b == a + 1 && later_step < static_cast<int64_t>(findings.size()) && findings[later_step].change &&
+        findings[later_step].change->earlier_query == a && findings[later_step].change->later_query == b) {
+        state.result = findings[later_step].change;  // the live run computed it with the step
+        state.requested_a = a;
+        state.requested_b = b;
+        state.requested_store = store;
+    } else if (stale && !state.pending.valid()) {
+        // diff_steps reads only the capture from the session: the worker gets just that.
         auto snapshot = std::make_shared<Session>();
-        snapshot->prompt_tokens = model.session().prompt_tokens;
-        snapshot->tokens = model.session().tokens;
-        snapshot->steps = model.session().steps;
         snapshot->capture = model.session().capture;
         const CpuTileSource* source = &model.source();
         state.pending = std::async(std::launch::async, [snapshot, source, a = a, b = b] {

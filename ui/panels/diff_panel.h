@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "engine/attention_metrics.h"
+#include "engine/live_runner.h"
 #include "ui/app/debugger_model.h"
 
 namespace attn::panels {
@@ -28,6 +29,8 @@ struct DiffState {
 
 void draw_diff_panel(app::DebuggerModel& model, DiffState& state);
 // Keeps the diff and the key deltas current (call once per frame, also when the panel is hidden).
-void update_diff(app::DebuggerModel& model, DiffState& state);
+// A live run's findings already hold each step's diff against the previous position: that one is
+// taken from them, not computed again.
+void update_diff(app::DebuggerModel& model, DiffState& state, const std::vector<StepFindings>& findings = {});
 
 }  // namespace attn::panels

@@ -63,9 +63,10 @@ void draw_step_inspector_panel(app::DebuggerModel& model, const std::vector<Step
         if (f.loop)
             ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "loop alarm: \"%s\" repeats (%d heads copy)", f.loop->ngram_text.c_str(),
                                f.loop->copying_heads);
-        if (!f.moved_most.empty()) {
+        if (f.change && !f.change->ranking.empty()) {
             ImGui::TextDisabled("focus moved most (JSD vs the previous step):");
-            for (const HeadDiff& d : f.moved_most) {
+            for (size_t rank = 0; rank < std::min<size_t>(8, f.change->ranking.size()); ++rank) {
+                const HeadDiff& d = f.change->moved_most(rank);
                 char label[64];
                 std::snprintf(label, sizeof label, "L%dH%d  %.3f", d.layer, d.head, d.change.jsd_bits);
                 if (ImGui::SmallButton(label)) {
