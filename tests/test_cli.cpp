@@ -22,6 +22,7 @@
 #include "engine/generation.h"
 #include "engine/session_file.h"
 #include "tests/model_fixture.h"
+#include "tests/test_support.h"
 #ifdef ATTNSCOPE_HAVE_APP
 #include "ui/app/private_display.h"
 #endif
@@ -30,28 +31,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string binary() {
-    const char* bin = std::getenv("ATTNSCOPE_BIN");
-    return bin ? bin : std::string(ATTNSCOPE_SOURCE_DIR) + "/build/attnscope";
-}
-
-struct Result {
-    int exit_code = -1;
-    std::string out, err;
-};
-
-Result run(const std::string& args) {
-    const fs::path dir = fs::temp_directory_path() / ("attnscope_cli_" + std::to_string(getpid()));
-    fs::create_directories(dir);
-    const std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
-    const std::string command = binary() + " " + args + " >" + out + " 2>" + err + " </dev/null";
-    const int status = std::system(command.c_str());
-    auto slurp = [](const std::string& path) {
-        std::ifstream in(path);
-        return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-}
+using Result = attn::testing::CliResult;
+Result run(const std::string& args) { return attn::testing::run_cli(args); }
 
 fs::path scratch(const std::string& name) {
     const fs::path dir = fs::temp_directory_path() / ("attnscope_cli_" + std::to_string(getpid()));
@@ -166,7 +147,7 @@ TEST_CASE("a capture killed mid-way reopens with its complete steps", "[cli][ses
         const int devnull = ::open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
         dup2(devnull, 2);
-        execl(binary().c_str(), "attnscope", "capture", "--prompt", "Count from one to one hundred:", "-n", "400",
+        execl(attn::testing::attnscope_binary().c_str(), "attnscope", "capture", "--prompt", "Count from one to one hundred:", "-n", "400",
               "--ignore-eos", "--flush-every", "1", "-q", "--backend", "cpu", "-o", session.c_str(),
               static_cast<char*>(nullptr));
         _exit(127);

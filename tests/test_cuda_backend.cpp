@@ -31,6 +31,7 @@
 #include "engine/session.h"
 #include "engine/tile_source.h"
 #include "tests/model_fixture.h"
+#include "tests/test_support.h"
 
 #ifdef ATTNSCOPE_HAVE_CUDA
 #include "kernels/cuda_backend.h"
@@ -175,29 +176,8 @@ std::vector<float> lse_of(const CaptureStore& s, int layer) {
 
 // ---- the CLI ------------------------------------------------------------------------------------------
 
-std::string binary() {
-    const char* bin = std::getenv("ATTNSCOPE_BIN");
-    return bin ? bin : std::string(ATTNSCOPE_SOURCE_DIR) + "/build/attnscope";
-}
-
-struct CliResult {
-    int exit_code = -1;
-    std::string out, err;
-};
-
-CliResult run_cli(const std::string& args) {
-    const fs::path dir = fs::temp_directory_path() / ("attnscope_cuda_cli_" + std::to_string(getpid()));
-    fs::create_directories(dir);
-    const std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
-    const int status = std::system((binary() + " " + args + " >" + out + " 2>" + err + " </dev/null").c_str());
-    auto slurp = [](const std::string& path) {
-        std::ifstream in(path);
-        return std::string(std::istreambuf_iterator<char>(in), {});
-    };
-    CliResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-    fs::remove_all(dir);
-    return r;
-}
+using attn::testing::CliResult;
+using attn::testing::run_cli;
 
 }  // namespace
 

@@ -1,5 +1,9 @@
 #pragma once
-// Helpers shared by the test files: fixture paths, whole-file reads, scratch directories.
+#include <sys/wait.h>
+
+#include <cstdlib>
+// Helpers shared by the test files: fixture paths, whole-file reads, scratch directories, running
+// the attnscope executable.
 #include <unistd.h>
 
 #include <cstddef>
@@ -59,5 +63,24 @@ public:
 private:
     std::filesystem::path root_;
 };
+
+// The attnscope executable under test ($ATTNSCOPE_BIN, set by CTest; else the build folder's).
+inline std::string attnscope_binary() {
+    const char* bin = std::getenv("ATTNSCOPE_BIN");
+    return bin ? bin : std::string(ATTNSCOPE_SOURCE_DIR) + "/build/attnscope";
+}
+
+struct CliResult {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+// Runs `attnscope ARGS` (a shell command line) with stdin closed; captures exit code, stdout, stderr.
+inline CliResult run_cli(const std::string& args) {
+    TempDir dir("cli");
+    const std::string out = dir.file("stdout"), err = dir.file("stderr");
+    const int status = std::system((attnscope_binary() + " " + args + " >" + out + " 2>" + err + " </dev/null").c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file_string(out), read_file_string(err)};
+}
 
 }  // namespace attn::testing

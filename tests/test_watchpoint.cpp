@@ -8,54 +8,23 @@
 
 #include "engine/error.h"
 #include "engine/watchpoint.h"
+#include "tests/crafted_session.h"
 
 using namespace attn;
 
 namespace {
 
-// A session whose attention is chosen by hand (as in test_attention_metrics.cpp): one-hot keys
-// k_j = e_j, and query i of (layer, head) is 30·e_focus, or 0 for a uniform row. LSE is exact.
+// Uses tests/crafted_session.h: every logprob given, 2 layers × 2 heads.
 Session make_crafted_session(const std::vector<std::string>& words, int64_t prompt_tokens,
                              const std::function<std::vector<int64_t>(int, int, int64_t)>& focus,
                              const std::vector<float>& logprobs) {
-    constexpr int kLayers = 2, kHeads = 2;
-    constexpr double kStrength = 30;
-    const int64_t n = static_cast<int64_t>(words.size());
-    Session session;
-    session.prompt_tokens = prompt_tokens;
-    std::map<std::string, int32_t> ids;
-    for (const std::string& word : words) {
-        Token token;
-        token.id = ids.emplace(word, static_cast<int32_t>(ids.size())).first->second;
-        token.begin = static_cast<uint32_t>(session.text.size());
-        session.text += word;
-        token.end = static_cast<uint32_t>(session.text.size());
-        session.tokens.push_back(token);
-    }
-    for (int64_t position = prompt_tokens; position < n; ++position) {
-        StepRecord step;
-        step.token_id = session.tokens[position].id;
-        step.text = words[position];
-        step.logprob = logprobs.at(static_cast<size_t>(position - prompt_tokens));
-        session.steps.push_back(step);
-    }
-    const int head_dim = static_cast<int>(n);
-    session.capture = std::make_unique<CaptureStore>(CaptureShape{kLayers, kHeads, kHeads, head_dim, 1.0f, 0});
-    for (int layer = 0; layer < kLayers; ++layer) {
-        std::vector<float> q(static_cast<size_t>(n * kHeads * head_dim), 0.0f), k(q.size(), 0.0f);
-        std::vector<float> lse(static_cast<size_t>(n * kHeads));
-        for (int64_t i = 0; i < n; ++i)
-            for (int head = 0; head < kHeads; ++head) {
-                k[(i * kHeads + head) * head_dim + i] = 1.0f;
-                const std::vector<int64_t> keys = focus(layer, head, i);
-                for (int64_t key : keys) q[(i * kHeads + head) * head_dim + key] = static_cast<float>(kStrength);
-                const double focused = static_cast<double>(keys.size());
-                lse[i * kHeads + head] =
-                    static_cast<float>(std::log(focused * std::exp(kStrength) + (static_cast<double>(i + 1) - focused)));
-            }
-        session.capture->record_layer(layer, 0, n, q.data(), k.data(), lse.data());
-    }
-    return session;
+    REQUIRE(logprobs.size() == words.size() - static_cast<size_t>(prompt_tokens));
+    attn::testing::CraftedSpec spec;
+    spec.words = words;
+    spec.prompt_tokens = prompt_tokens;
+    spec.focus = focus;
+    spec.logprobs = logprobs;
+    return attn::testing::make_crafted_session(spec);
 }
 
 // Prompt "The contract says that" (4 tokens), then 5 decode steps (queries 4..8). L0H0 is uniform, L0H1
