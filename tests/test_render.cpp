@@ -374,3 +374,42 @@ TEST_CASE("ImGui glue links (core + GLFW + Vulkan backends)", "[render]") {
 #endif
 
 #endif  // ATTNSCOPE_HAVE_UI
+
+TEST_CASE("a growing matrix: tiles over new rows are recomputed, shown meanwhile, and exact again", "[render]") {
+    // Live decoding appends rows to the capture while the map is on screen.
+    VulkanContext& context = vulkan();
+    const Session& full = session_with(SyntheticPattern::PreviousToken, 2048);
+    Session growing;
+    growing.tokens = full.tokens;
+    growing.text = full.text;
+    growing.capture = std::make_shared<CaptureStore>(full.capture->shape());
+    growing.capture->copy_prefix_from(*full.capture, 200);
+    HeadlessView view(context, growing, small_view(256, 256));
+    view.view().show(0, 0, 256, 256);  // tile (0, 0) at level 0, one token per pixel
+    REQUIRE(view.wait_exact(60).all_exact());
+    const TileKey key{0, 0, 0, 0, 0, Plane::Max};
+    REQUIRE(view.cache().find(key));
+    CHECK(view.cache().find(key)->valid_rows == 200);
+
+    // 56 more positions arrive.
+    const CaptureShape& shape = full.capture->shape();
+    std::vector<float> q(56 * shape.n_head * shape.head_dim), k(56 * shape.n_kv_head * shape.head_dim), lse(56 * shape.n_head);
+    for (int layer = 0; layer < shape.n_layer; ++layer) {
+        full.capture->copy_q(layer, 200, 56, q.data());
+        full.capture->copy_k(layer, 200, 56, k.data());
+        full.capture->copy_lse(layer, 200, 56, lse.data());
+        growing.capture->record_layer(layer, 200, 56, q.data(), k.data(), lse.data());
+    }
+    view.cache().invalidate_rows_from(200);
+    view.renderer().set_positions(256);
+    REQUIRE(view.cache().find(key)->stale);  // still resident: drawn until its replacement arrives
+    REQUIRE(view.wait_exact(60).all_exact());
+    REQUIRE(view.cache().find(key));
+    CHECK_FALSE(view.cache().find(key)->stale);
+    CHECK(view.cache().find(key)->valid_rows == 256);
+    // The previous-token diagonal now reaches the new rows.
+    const std::vector<uint8_t> pixels = view.renderer().read_pixels();
+    CHECK(is_bright(pixel(pixels, 256, 239, 240)));
+    CHECK(is_empty(pixel(pixels, 256, 250, 240)));  // above the diagonal
+    require_no_validation_errors();
+}

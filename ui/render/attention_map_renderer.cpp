@@ -311,7 +311,12 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
             if (std::find(wanted.begin(), wanted.end(), up) == wanted.end()) wanted.push_back(up);
         }
     for (const TileCoord& c : coords) wanted.push_back(key_of(c));
-    wanted.erase(std::remove_if(wanted.begin(), wanted.end(), [&](const TileKey& k) { return cache_.find(k) != nullptr; }),
+    // Resident tiles are not asked for again, unless rows they cover have grown since (stale).
+    wanted.erase(std::remove_if(wanted.begin(), wanted.end(),
+                                [&](const TileKey& k) {
+                                    const CachedTile* tile = cache_.find(k);
+                                    return tile && !tile->stale;
+                                }),
                  wanted.end());
     cache_.request(wanted);
 
@@ -431,8 +436,9 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
             d.texel_rect[3] = static_cast<float>((d.q1 - d.q0) / static_cast<double>(span));
             d.layer = s.exact->slot;
             d.stamp = s.exact->color_stamp;
-            if (s.exact->color_stamp == stamp) ++stats.exact_tiles;
-            else ++stats.fallback_tiles;  // right tile, colours of an older range
+            d.contents = s.exact->contents;
+            if (s.exact->color_stamp == stamp && !s.exact->stale) ++stats.exact_tiles;
+            else ++stats.fallback_tiles;  // right tile, colours of an older range or rows that have grown
         } else if (s.ancestor && s.ancestor->color_stamp != 0) {
             const double anc_span = static_cast<double>(int64_t(Tile::kEdge) << s.ancestor_key.level);
             const double ak0 = static_cast<double>(s.ancestor_key.tx) * anc_span;
@@ -444,6 +450,7 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
             d.texel_rect[3] = static_cast<float>((d.q1 - aq0) / anc_span);
             d.layer = s.ancestor->slot;
             d.stamp = s.ancestor->color_stamp;
+            d.contents = s.ancestor->contents;
             ++stats.fallback_tiles;
         } else {
             ++stats.missing_tiles;

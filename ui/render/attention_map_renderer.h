@@ -97,10 +97,11 @@ private:
         TileKey source;          // the tile itself or the ancestor standing in for it
         uint32_t layer = 0;
         uint64_t stamp = 0;      // colouring of the source layer when drawn
+        uint64_t contents = 0;   // the upload that filled it (a grown tile is replaced in place)
         float texel_rect[4]{};
         double k0 = 0, q0 = 0, k1 = 0, q1 = 0;  // token rectangle covered
         bool operator==(const DrawnTile& o) const {
-            return source == o.source && layer == o.layer && stamp == o.stamp &&
+            return source == o.source && layer == o.layer && stamp == o.stamp && contents == o.contents &&
                    std::equal(texel_rect, texel_rect + 4, o.texel_rect);
         }
     };

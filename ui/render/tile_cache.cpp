@@ -199,6 +199,7 @@ std::vector<TileKey> TileCache::upload_arrivals(VkCommandBuffer cmd, uint64_t fr
         }
         CachedTile entry;
         entry.color_stamp = colors;
+        entry.contents = ++uploads_;
         entry.slot = *slot;
         entry.valid_rows = a.valid_rows;
         entry.valid_cols = a.valid_cols;

@@ -62,6 +62,7 @@ struct CachedTile {
     uint64_t last_used_frame = 0;
     uint64_t color_stamp = 0;     // renderer's colouring the RGBA8 layer holds (0 = not coloured yet)
     bool stale = false;           // rows it covers have changed: drawn until its replacement arrives
+    uint64_t contents = 0;        // which upload filled the slot (a replacement keeps slot and key)
 };
 
 // A colour stamp no range has: the tile's colours are from its previous contents (kept on screen
@@ -148,6 +149,7 @@ private:
     std::vector<uint32_t> free_slots_;
     std::vector<uint32_t> staging_to_release_;
     std::vector<TileKey> slot_owner_;
+    uint64_t uploads_ = 0;
 
     // Shared with producers (mutex_).
     mutable std::mutex mutex_;
