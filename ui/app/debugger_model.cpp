@@ -115,11 +115,13 @@ const StepRecord* DebuggerModel::step_of(int64_t position) const {
 }
 
 std::string DebuggerModel::vocab_text(int32_t token_id) const {
+    // The model's own tokenizer when it is live; a reopened session only has its own tokens to go by
+    // (a scan — the step inspector asks for a handful per frame).
+    if (tokenizer && token_id >= 0 && token_id < tokenizer->vocab_size()) return tokenizer->token_bytes(token_id);
     for (int64_t p = 0; p < positions(); ++p)
         if (session_->tokens[static_cast<size_t>(p)].id == token_id) return token_display(p);
     for (const StepRecord& s : session_->steps)
         if (s.token_id == token_id && !s.text.empty()) return s.text;
-    if (tokenizer && token_id >= 0 && token_id < tokenizer->vocab_size()) return tokenizer->token_bytes(token_id);
     return cat("#", token_id);
 }
 

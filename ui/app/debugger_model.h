@@ -43,7 +43,7 @@ public:
     std::vector<float> key_delta;
     int64_t delta_query = -1;             // the later query the delta belongs to
 
-    // Token texts of alternatives that never occur in the session (live: the model's tokenizer).
+    // Live: the model's tokenizer, for the text of any token id (a reopened session has none).
     const Tokenizer* tokenizer = nullptr;
 
     // The token's text as stored, and a one-line display form (spaces as '·', newlines as '↵').
