@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -121,4 +122,43 @@ TEST_CASE("windowed view under Xvfb: swapchain screenshot shows the map and the 
     CHECK(colours.size() > 64);  // not blank: map colours, text anti-aliasing, panel backgrounds
     CHECK(bright > 100);         // the map itself made it into the swapchain image
 }
+
+TEST_CASE("windowed view: a content scale change at run time rebuilds fonts and style, no validation errors", "[app]") {
+    const std::optional<std::string> xvfb = find_in_path("Xvfb");
+    if (!xvfb) {
+        WARN("Xvfb is not installed (Debian: xvfb): the windowed [app] test is skipped");
+        return;
+    }
+    PrivateXvfb server(*xvfb);
+    REQUIRE_FALSE(server.display().empty());
+    EnvOverride display("DISPLAY", server.display().c_str()), wayland("WAYLAND_DISPLAY", nullptr);
+
+    attn::testing::TempDir dir("app_dpi");
+    const std::string script = dir.file("script.txt");
+    {
+        // As if the window moved to a 2x monitor, then to a 1.5x one (Xvfb's own scale never changes).
+        std::FILE* f = std::fopen(script.c_str(), "w");
+        REQUIRE(f);
+        std::fputs("wait 2\ndpi 2\nwait 2\nhover 200 200\nwait 2\ndpi 1.5\nwait 2\n", f);
+        std::fclose(f);
+    }
+    attn::app::WindowedViewReport report;
+    attn::app::WindowedViewOptions options;
+    options.synthetic_tokens = 512;
+    options.size = "800x500";
+    options.frames = 3;
+    options.script_path = script;
+    options.screenshot = dir.file("scaled.png");
+    options.validation = true;
+    options.report = &report;
+    const int rc = attn::app::run_windowed_view(options);
+    for (const std::string& e : report.validation_errors) UNSCOPED_INFO("validation error: " << e);
+    REQUIRE(rc == 0);
+    CHECK(report.validation_errors.empty());
+    CHECK(report.content_scale_changes == 2);
+    CHECK(report.content_scale == Approx(1.5f));
+    CHECK(report.font_px == Approx(std::round(15.f * 1.5f)));  // AppWindowOptions::base_font_px × scale
+    CHECK(std::filesystem::exists(report.screenshot));
+}
 #endif
+

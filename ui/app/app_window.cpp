@@ -80,7 +80,8 @@ AppWindow::AppWindow(const AppWindowOptions& options) : options_(options) {
 
     float xs = 1, ys = 1;
     glfwGetWindowContentScale(window_, &xs, &ys);
-    scale_ = std::clamp(std::max(xs, ys), 0.5f, 4.f);
+    reported_scale_ = std::max(xs, ys);
+    scale_ = std::clamp(reported_scale_, 0.5f, 4.f);
 
     create_surface_and_check_present();
     create_render_pass();  // needs only the surface format; the swapchain's framebuffers need it
@@ -347,9 +348,7 @@ void AppWindow::init_imgui() {
     ImGui::CreateContext();
     ImGuiIO& io = ImGui::GetIO();
     io.IniFilename = nullptr;  // layout is fixed; nothing to persist between runs
-    ImGui::StyleColorsDark();
-    ImGui::GetStyle().ScaleAllSizes(scale_);
-    ImGui::GetStyle().WindowRounding = 0;
+    apply_style();
 
     VkDescriptorPoolSize sizes[] = {{VK_DESCRIPTOR_TYPE_COMBINED_IMAGE_SAMPLER, 16}};
     VkDescriptorPoolCreateInfo pool_info{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
@@ -361,6 +360,18 @@ void AppWindow::init_imgui() {
 
     if (!ImGui_ImplGlfw_InitForVulkan(window_, true)) fail("ImGui_ImplGlfw_InitForVulkan failed");
     imgui_glfw_ = true;
+    init_imgui_vulkan();
+}
+
+void AppWindow::apply_style() {
+    ImGuiStyle style;  // a fresh default, so that scaling twice does not compound
+    ImGui::StyleColorsDark(&style);
+    style.ScaleAllSizes(scale_);
+    style.WindowRounding = 0;
+    ImGui::GetStyle() = style;
+}
+
+void AppWindow::init_imgui_vulkan() {
     ImGui_ImplVulkan_InitInfo init{};
     init.Instance = context_->instance();
     init.PhysicalDevice = context_->physical_device();
@@ -378,11 +389,28 @@ void AppWindow::init_imgui() {
     if (!ImGui_ImplVulkan_Init(&init, render_pass_)) fail("ImGui_ImplVulkan_Init failed");
     imgui_vulkan_ = true;
 
+    ImGui::GetIO().Fonts->Clear();
     load_fonts();
     context_->submit_and_wait([](VkCommandBuffer cmd) {
         if (!ImGui_ImplVulkan_CreateFontsTexture(cmd)) fail("ImGui_ImplVulkan_CreateFontsTexture failed");
     });
     ImGui_ImplVulkan_DestroyFontUploadObjects();
+}
+
+void AppWindow::set_content_scale(float scale) {
+    scale = std::clamp(scale, 0.5f, 4.f);
+    if (std::abs(scale - scale_) < 0.01f) return;
+    scale_ = scale;
+    ++scale_changes_;
+    // Debian's ImGui 1.86 Vulkan backend has no call to replace just the font texture, so the
+    // backend is shut down and initialised again (its pipeline is cheap to rebuild). Nothing may
+    // be in flight: its buffers and the old font image are destroyed.
+    ATTN_VK(vkDeviceWaitIdle(context_->device()));
+    ImGui_ImplVulkan_Shutdown();
+    imgui_vulkan_ = false;
+    ATTN_VK(vkResetDescriptorPool(context_->device(), imgui_pool_, 0));  // the old font descriptor set
+    apply_style();
+    init_imgui_vulkan();
 }
 
 bool AppWindow::should_close() const { return glfwWindowShouldClose(window_); }
@@ -402,6 +430,14 @@ bool AppWindow::begin_frame() {
         glfwGetFramebufferSize(window_, &w, &h);
     }
     if (glfwWindowShouldClose(window_)) return false;
+    // DPI: the window moved to a monitor with another content scale (GLFW_SCALE_TO_MONITOR has
+    // resized it already); fonts and style follow before the frame is built.
+    float xs = 1, ys = 1;
+    glfwGetWindowContentScale(window_, &xs, &ys);
+    if (std::abs(std::max(xs, ys) - reported_scale_) >= 0.01f) {
+        reported_scale_ = std::max(xs, ys);
+        set_content_scale(reported_scale_);
+    }
     if (swapchain_dirty_ || static_cast<uint32_t>(w) != extent_.width || static_cast<uint32_t>(h) != extent_.height)
         recreate_swapchain();
     ImGui_ImplVulkan_NewFrame();

@@ -65,6 +65,10 @@ public:
     render::VulkanContext& context() { return *context_; }
     GLFWwindow* window() const { return window_; }
     float content_scale() const { return scale_; }
+    // Rebuilds fonts and style for a new content scale (clamped to [0.5, 4]); begin_frame calls it
+    // when the monitor's scale changes, scripts call it to simulate that. Between frames only.
+    void set_content_scale(float scale);
+    int content_scale_changes() const { return scale_changes_; }
     VkFormat swapchain_format() const { return format_.format; }
     VkExtent2D extent() const { return extent_; }
 
@@ -105,6 +109,8 @@ private:
     void recreate_swapchain();
     void create_render_pass();
     void init_imgui();
+    void init_imgui_vulkan();
+    void apply_style();
     void load_fonts();
     void write_screenshot(const std::string& path);
 
@@ -112,6 +118,8 @@ private:
     GLFWwindow* window_ = nullptr;
     std::unique_ptr<render::VulkanContext> context_;
     float scale_ = 1.f;
+    float reported_scale_ = 1.f;  // what GLFW last said (scale_ may be set by a script instead)
+    int scale_changes_ = 0;
 
     VkSurfaceKHR surface_ = VK_NULL_HANDLE;
     VkSurfaceFormatKHR format_{};

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <utility>
 
 #include "engine/error.h"
 #include "engine/session_file.h"
@@ -65,6 +66,8 @@ struct Debugger {
     LiveRunner* runner = nullptr;
     Session live_session;
     int64_t demo_step = -2;  // the step demo mode last followed
+    float content_scale = 1.f;  // the window's, for state_json
+    std::optional<float> scale_request;  // a script's 'dpi S', applied between frames
 };
 
 // Runs a headless-format script against the window, one step per frame.
@@ -130,6 +133,11 @@ public:
                 d.diff.follow = false;
                 d.diff.step_a = static_cast<int>(view::script_number(a, 0));
                 d.diff.step_b = static_cast<int>(view::script_number(a, 1));
+            } else if (v == "dpi") {
+                // Simulates moving the window to a monitor of another content scale.
+                d.scale_request = static_cast<float>(view::script_number(a, 0));
+                wait_frames_ = 1;
+                return;
             } else if (v == "state") {
                 state_pending_ = true;  // printed after a frame, once the diff is current
                 return;
@@ -198,6 +206,8 @@ public:
         for (const StepRecord& r : model.session().steps) tokens.push_back(r.token_id);
         j["step_tokens"] = tokens;
         j["keyframes"] = model.session().keyframes.size();
+        j["content_scale"] = d.content_scale;
+        j["font_px"] = ImGui::GetFontSize();
         if (d.runner) {
             const LiveStatus status = d.runner->status();
             j["state"] = to_string(status.state);
@@ -430,7 +440,9 @@ int run(const WindowedViewOptions& options) {
         if (!scripted && !live_busy && !d.timeline.playing && idle > 3 && (!d.map || !d.map->busy()) && d.entropy.complete())
             window.wait_events(0.5);
         if (options.frame_hook) options.frame_hook(window.window(), frames);
+        if (d.scale_request) window.set_content_scale(*std::exchange(d.scale_request, std::nullopt));
         if (!window.begin_frame()) break;
+        d.content_scale = window.content_scale();
         if (frames >= 2) script.before_frame(d, script_shot);  // the map has its real size by then
         if (d.model) {
             panels::advance_timeline(*d.model, d.timeline);
@@ -581,6 +593,9 @@ int run(const WindowedViewOptions& options) {
             options.report->frame_ms.push_back(frame_ms);
             options.report->frame_live_busy.push_back(live_busy ? 1 : 0);
             options.report->live_steps = status.steps;
+            options.report->content_scale = window.content_scale();
+            options.report->content_scale_changes = window.content_scale_changes();
+            options.report->font_px = ImGui::GetFontSize();
         }
 
         if (options.frames > 0 && frames >= static_cast<uint64_t>(options.frames) && script.done() && final_shot_done &&

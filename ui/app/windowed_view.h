@@ -22,6 +22,9 @@ struct WindowedViewReport {
     std::vector<double> frame_ms;  // every frame's time on the UI thread (bench render --live)
     std::vector<uint8_t> frame_live_busy;  // 1 where the live model was prefilling or decoding meanwhile
     int64_t live_steps = 0;        // steps the live run made
+    float content_scale = 1.f;     // at the end (a script's 'dpi S' or the monitor changes it)
+    int content_scale_changes = 0;
+    float font_px = 0;             // ImGui's font size at the end (follows the content scale)
 };
 
 struct WindowedViewOptions {
