@@ -580,6 +580,7 @@ int run(const WindowedViewOptions& options) {
             std::snprintf(name, sizeof name, "%05llu.png", static_cast<unsigned long long>(frames));
             shot = (std::filesystem::path(options.sequence_dir) / name).string();
         }
+        const auto built = std::chrono::steady_clock::now();
         window.end_frame([&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent) {
             if (d.map) d.map->record_blit(cmd, image, extent, window.blit_supported());
         }, shot);
@@ -591,6 +592,7 @@ int run(const WindowedViewOptions& options) {
         frame_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         if (options.report) {
             options.report->frame_ms.push_back(frame_ms);
+            options.report->build_ms.push_back(std::chrono::duration<double, std::milli>(built - start).count());
             options.report->frame_live_busy.push_back(live_busy ? 1 : 0);
             options.report->live_steps = status.steps;
             options.report->content_scale = window.content_scale();
