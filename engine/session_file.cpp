@@ -50,7 +50,8 @@ using json = nlohmann::json;
 //         per layer Q [n, n_head, head_dim], K [n, n_kv_head, head_dim], LSE [n, n_head]
 //   STEP  u64 json size, JSON (steps and tokens added since the previous one), step text bytes
 //   OVRV  u32 layer, u32 head, u64 cells, u32 float encoding, u32 reserved, sums then maxes
-//   FOOT  u64 json size, JSON totals; present only when the file is complete
+//   FOOT  u64 json size, JSON totals (and the keyframes and user head labels, both optional: files
+//         from before them have neither); present only when the file is complete
 // Float arrays are stored "byte-shuffled": all least significant bytes of their little-endian
 // form, then all second bytes, and so on. Exponent bytes then sit together, which zstd
 // compresses far better than interleaved floats (bf16-origin values even leave whole planes zero).
@@ -774,11 +775,15 @@ void SessionWriter::finish(const Session& session) {
     json keyframes = json::array();
     for (const Keyframe& keyframe : session.keyframes)
         keyframes.push_back({{"step", keyframe.step}, {"name", json_from_bytes(keyframe.name)}});
+    json head_labels = json::array();
+    for (const HeadLabel& label : session.head_labels)
+        head_labels.push_back({{"layer", label.layer}, {"head", label.head}, {"text", json_from_bytes(label.text)}});
     const json totals = {{"positions", positions_written_},
                          {"steps", steps_written_},
                          {"tokens", tokens_written_},
                          {"overview_chunks", overview_chunks},
                          {"keyframes", keyframes},
+                         {"head_labels", head_labels},
                          {"prefill_ms", json_from_double(session.prefill_ms)}};
     write_chunk(kFooterChunk, json_payload(totals, {}));
     if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
@@ -1090,6 +1095,23 @@ private:
                     damaged(cat("keyframe at step ", keyframe.step, " is outside the ", session_.steps.size(), " steps"));
                 session_.keyframes.push_back(std::move(keyframe));
             }
+        }
+        // User head labels came with `attnscope heads`; older files have none.
+        if (totals.contains("head_labels")) {
+            const json& labels = totals.at("head_labels");
+            if (!labels.is_array()) damaged("footer head labels are not a list");
+            std::vector<HeadLabel> parsed;
+            for (const json& entry : labels) {
+                HeadLabel label{int_field<int>(entry, "layer"), int_field<int>(entry, "head"), bytes_field(entry, "text")};
+                const bool in_range =
+                    label.layer >= 0 && label.head >= 0 &&
+                    (!session_.capture || (label.layer < session_.capture->shape().n_layer &&
+                                           label.head < session_.capture->shape().n_head));
+                if (!in_range) damaged(cat("head label '", label.text, "' names layer ", label.layer, " head ", label.head,
+                                           ", which the capture does not have"));
+                parsed.push_back(std::move(label));
+            }
+            session_.head_labels = std::move(parsed);
         }
         if (totals.contains("prefill_ms")) session_.prefill_ms = double_field(totals, "prefill_ms");
         footer_seen_ = true;

@@ -6,6 +6,7 @@ namespace attn::cli {
 
 void add_generate_commands(CLI::App& app);  // generate, capture
 void add_inspect_command(CLI::App& app);
+void add_heads_command(CLI::App& app);             // heads: fingerprints, labels, projections
 void add_tile_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_view_command(CLI::App& app);            // view (headless, and windowed where built)

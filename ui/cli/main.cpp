@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", std::string("attnscope ") + ATTNSCOPE_VERSION);
     attn::cli::add_generate_commands(app);
     attn::cli::add_inspect_command(app);
+    attn::cli::add_heads_command(app);
     attn::cli::add_tile_command(app);
     attn::cli::add_bench_command(app);
     attn::cli::add_bench_gpu_command(*app.get_subcommand("bench"));
