@@ -26,6 +26,7 @@
 
 #include "engine/backend.h"
 #include "engine/capture_store.h"
+#include "engine/error.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/session.h"

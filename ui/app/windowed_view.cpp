@@ -21,8 +21,10 @@
 #include "ui/app/app_window.h"
 #include "ui/app/debugger_model.h"
 #include "ui/app/map_view.h"
+#include "ui/panels/beam_tree_panel.h"
 #include "ui/panels/diff_panel.h"
 #include "ui/panels/head_selector_panel.h"
+#include "ui/panels/model_loader_panel.h"
 #include "ui/panels/run_controls_panel.h"
 #include "ui/panels/step_inspector_panel.h"
 #include "ui/panels/timeline_panel.h"
@@ -66,6 +68,7 @@ struct Debugger {
     LiveRunner* runner = nullptr;
     Session live_session;
     int64_t demo_step = -2;  // the step demo mode last followed
+    panels::ModelLoaderState loader;
     float content_scale = 1.f;  // the window's, for state_json
     std::optional<float> scale_request;  // a script's 'dpi S', applied between frames
 };
@@ -75,7 +78,7 @@ class ScriptDriver {
 public:
     explicit ScriptDriver(std::vector<view::ScriptAction> actions) : actions_(std::move(actions)) {}
     bool done() const {
-        return next_ >= actions_.size() && wait_frames_ == 0 && !wait_exact_ && !hover_pending_ && !wait_idle_;
+        return next_ >= actions_.size() && wait_frames_ == 0 && !wait_exact_ && !hover_pending_ && !wait_idle_ && !wait_model_;
     }
 
     // Before the UI is built: applies actions until one needs frames to pass.
@@ -95,6 +98,10 @@ public:
             const bool synced = d.model && d.bound_generation == status.generation && d.model->steps() == status.steps;
             if (!(idle && synced) && std::chrono::steady_clock::now() < deadline_) return;
             wait_idle_ = false;
+        }
+        if (wait_model_) {
+            if (d.loader.loading.valid() && std::chrono::steady_clock::now() < deadline_) return;
+            wait_model_ = false;
         }
         if (!d.model || state_pending_) return;  // live: nothing to act on until the prompt has run
         DebuggerModel& model = *d.model;
@@ -133,6 +140,13 @@ public:
                 d.diff.follow = false;
                 d.diff.step_a = static_cast<int>(view::script_number(a, 0));
                 d.diff.step_b = static_cast<int>(view::script_number(a, 1));
+            } else if (v == "load_model") {
+                // Loads in the background as the panel does; the run restarts on it when loaded.
+                const std::string path = joined(a, 0);
+                panels::start_model_load(d.loader, path == "default" ? std::string() : path);
+                wait_model_ = true;
+                deadline_ = deadline_in(300.0);
+                return;
             } else if (v == "dpi") {
                 // Simulates moving the window to a monitor of another content scale.
                 d.scale_request = static_cast<float>(view::script_number(a, 0));
@@ -168,6 +182,8 @@ public:
                     if (step < 0 || step >= model.steps() || rank >= model.session().steps[step].top.size())
                         fail("script line ", a.line, ": no alternative ", rank, " at step ", step);
                     d.runner->branch(step, model.session().steps[step].top[rank].id);
+                } else if (v == "follow_beam") {
+                    d.runner->follow_beam(static_cast<int32_t>(view::script_number(a, 0)));
                 } else if (v == "wait_idle") {
                     wait_idle_ = true;
                     deadline_ = deadline_in(a.args.empty() ? 300.0 : view::script_number(a, 0));
@@ -206,6 +222,11 @@ public:
         for (const StepRecord& r : model.session().steps) tokens.push_back(r.token_id);
         j["step_tokens"] = tokens;
         j["keyframes"] = model.session().keyframes.size();
+        if (!model.session().beam_tree.empty()) {
+            const BeamTree& tree = model.session().beam_tree;
+            j["beam"] = {{"nodes", tree.nodes.size()}, {"best", tree.best}, {"finals", tree.finals},
+                         {"followed", panels::beam_node_followed(model.session())}};
+        }
         j["content_scale"] = d.content_scale;
         j["font_px"] = ImGui::GetFontSize();
         if (d.runner) {
@@ -214,6 +235,8 @@ public:
             j["message"] = status.message;
             j["branches"] = status.branches;
             j["branch"] = status.branch;
+            j["model"] = d.loader.loaded_name;
+            if (!d.loader.note.empty()) j["model_error"] = d.loader.note;
         }
         nlohmann::json hits = nlohmann::json::array();
         for (const StepFindings& f : d.findings)
@@ -244,7 +267,7 @@ private:
     std::vector<view::ScriptAction> actions_;
     size_t next_ = 0;
     int wait_frames_ = 0;
-    bool wait_exact_ = false, hover_pending_ = false, wait_idle_ = false, state_pending_ = false;
+    bool wait_exact_ = false, hover_pending_ = false, wait_idle_ = false, state_pending_ = false, wait_model_ = false;
     std::chrono::steady_clock::time_point deadline_;
 };
 
@@ -289,9 +312,13 @@ int run(const WindowedViewOptions& options) {
     const Session* session = options.session;
     std::string source_name = "(given)";
     std::unique_ptr<LiveRunner> runner;
+    LiveOptions live;
+    live.record_path = options.record_path;
+    live.runtime_priority = options.runtime_priority;
+    const Model* live_model = options.model;
+    std::unique_ptr<Model> loaded_model;  // one loaded from the panel (replaces options.model)
     if (options.model) {
-        LiveOptions live;
-        live.record_path = options.record_path;
+        d.loader.loaded_name = options.model->identity.name;
         runner = std::make_unique<LiveRunner>(*options.model, options.backend, live);
         runner->start(options.live_request);
         d.runner = runner.get();
@@ -367,10 +394,15 @@ int run(const WindowedViewOptions& options) {
 
     // (Re)binds the views to a session: at start-up, and in live mode whenever the runner replaces it.
     auto bind = [&](const Session& shown) {
+        // The map's tile producers may still be computing from the old source: it goes only
+        // after reset_source() has stopped them.
+        std::unique_ptr<CpuTileSource> previous_source = std::move(d.source);
         d.source = std::make_unique<CpuTileSource>(*shown.capture);
         if (d.model) {
             d.model->rebind(shown, *d.source);
             d.map->reset_source();
+            previous_source.reset();
+            if (live_model) d.model->tokenizer = live_model->tokenizer.get();
         } else {
             d.model = std::make_unique<DebuggerModel>(shown, *d.source);
             DebuggerModel& model = *d.model;
@@ -379,7 +411,7 @@ int run(const WindowedViewOptions& options) {
             model.settings.plane = options.plane == "sum" ? render::Plane::Sum : render::Plane::Max;
             model.settings.colormap = *map_kind;
             model.settings.scale = options.scale == "log" ? render::ValueScale::Log : render::ValueScale::Linear;
-            if (options.model) model.tokenizer = options.model->tokenizer.get();
+            if (live_model) model.tokenizer = live_model->tokenizer.get();
             if (options.select_query >= model.positions())
                 fail("--select ", options.select_query, " is out of range (0..", model.positions() - 1, ")");
             if (options.select_query >= 0) model.select_query(options.select_query);
@@ -410,8 +442,27 @@ int run(const WindowedViewOptions& options) {
     for (;;) {
         const auto start = std::chrono::steady_clock::now();
         // ---- live: take what the runner published ------------------------------------------
+        if (std::unique_ptr<Model> model = panels::take_loaded_model(d.loader)) {
+            // A model loaded from the panel: the run restarts on it with the panel's prompt. The
+            // views keep the old session until the new prompt has run (then they rebind).
+            runner.reset();  // finishes the recordings
+            if (d.model) d.model->tokenizer = nullptr;  // the old tokens are not the new model's
+            std::unique_ptr<Model> previous = std::move(loaded_model);
+            loaded_model = std::move(model);
+            live_model = loaded_model.get();
+            runner = std::make_unique<LiveRunner>(*live_model, options.backend, live);
+            d.runner = runner.get();
+            d.generation = 0;
+            d.bound_generation = ~uint64_t(0);
+            GenerationRequest request = panels::request_from(d.run);
+            if (request.prompt.empty()) request.prompt = options.live_request.prompt;
+            runner->start(request);
+            source_name = cat("live, ", live_model->config.arch_name, " ", live_model->identity.name);
+        }
         if (runner) {
             status = runner->status();
+            // A replaced session may hold the last reference to the capture the views read.
+            const std::shared_ptr<CaptureStore> shown_capture = d.live_session.capture;
             if (runner->sync(d.live_session, d.findings, d.generation)) {
                 if (d.generation != d.bound_generation && d.live_session.capture && d.live_session.capture->positions() > 0) {
                     bind(d.live_session);
@@ -465,6 +516,8 @@ int run(const WindowedViewOptions& options) {
         ImGui::Begin("Inspector", nullptr, fixed | ImGuiWindowFlags_NoTitleBar);
         if (runner && ImGui::CollapsingHeader("Run", ImGuiTreeNodeFlags_DefaultOpen))
             panels::draw_run_controls_panel(*runner, status, d.run);
+        if (ImGui::CollapsingHeader("Model", runner ? 0 : ImGuiTreeNodeFlags_DefaultOpen))
+            panels::draw_model_loader_panel(d.loader);
         if (d.model) {
             DebuggerModel& model = *d.model;
             if (ImGui::CollapsingHeader("View", ImGuiTreeNodeFlags_DefaultOpen))
@@ -503,6 +556,11 @@ int run(const WindowedViewOptions& options) {
                 panels::draw_step_inspector_panel(*d.model, d.findings, actions);
             }
             if (ImGui::CollapsingHeader("Diff", ImGuiTreeNodeFlags_DefaultOpen)) panels::draw_diff_panel(*d.model, d.diff);
+            if (!d.model->session().beam_tree.empty() && ImGui::CollapsingHeader("Beam tree", ImGuiTreeNodeFlags_DefaultOpen)) {
+                panels::BeamTreeActions beam_actions;
+                if (runner) beam_actions.follow = [&](int32_t node) { runner->follow_beam(node); };
+                panels::draw_beam_tree_panel(*d.model, panels::beam_node_followed(d.model->session()), beam_actions);
+            }
             if (runner && status.branches > 1 && ImGui::CollapsingHeader("Branches", ImGuiTreeNodeFlags_DefaultOpen)) {
                 const std::vector<LiveRunner::BranchInfo> branches = runner->branches();
                 for (size_t b = 0; b < branches.size(); ++b) {

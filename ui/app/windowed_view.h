@@ -37,6 +37,7 @@ struct WindowedViewOptions {
     BackendKind backend = BackendKind::Auto;
     GenerationRequest live_request;
     std::string record_path;           // live: the session file every step is appended to
+    ThreadPriority runtime_priority = ThreadPriority::Background;  // live: the model's threads (engine/parallel.h)
     bool demo = false;                 // demo mode: run at a watchable pace, views follow, captions
     double demo_steps_per_second = 3;
     std::string sequence_dir;          // demo: also write every frame as NNNNN.png here
