@@ -115,16 +115,34 @@ double CpuTileSource::mass(int layer, int head, int64_t q0, int64_t q1, int64_t 
     return total;
 }
 
+int cells_covering(int64_t count, int level, int64_t tile_index) {
+    const int64_t cell = int64_t(1) << level;
+    const int64_t first = tile_index * Tile::kEdge * cell;
+    return static_cast<int>(std::clamp<int64_t>((count - first + cell - 1) / cell, 0, Tile::kEdge));
+}
+
+bool CpuTileSource::overview_serves(const TileRequest& request) {
+    return request.level >= kFirstOverviewLevel && request.row_level() >= kFirstOverviewLevel &&
+           request.first_query % CaptureStore::kOverviewBlock == 0;
+}
+
 Tile CpuTileSource::tile(const TileRequest& request, bool inline_work) const {
     check_request(store_, request.layer, request.head);
     if (request.level < 0 || request.level > 40) fail("tile level ", request.level, " is out of range");
-    const int64_t across = tiles_across(store_.positions(), request.level);
-    if (request.tx < 0 || request.ty < 0 || request.tx >= across || request.ty >= across)
-        fail("tile (", request.tx, ", ", request.ty, ") does not exist at level ", request.level, " (", across,
-             "×", across, " tiles)");
+    if (request.row_level() < 0 || request.row_level() > 40)
+        fail("tile row level ", request.row_level(), " is out of range");
+    const int64_t positions = store_.positions();
+    if (request.first_query < 0 || request.first_query >= positions)
+        fail("tile rows start at query ", request.first_query, ", outside the ", positions, " captured positions");
+    const int64_t across = tiles_across(positions, request.level);
+    const int64_t down = tiles_across(positions - request.first_query, request.row_level());
+    if (request.tx < 0 || request.ty < 0 || request.tx >= across || request.ty >= down)
+        fail("tile (", request.tx, ", ", request.ty, ") does not exist at level ", request.level,
+             request.square() ? "" : cat(", row level ", request.row_level(), " from query ", request.first_query), " (",
+             across, "×", down, " tiles)");
     // The overview only helps once its blocks nest in the cells and it covers every row.
-    return request.level >= kFirstOverviewLevel && store_.overview_complete() ? tile_from_overview(request, inline_work)
-                                                                               : tile_exact(request, inline_work);
+    return overview_serves(request) && store_.overview_complete() ? tile_from_overview(request, inline_work)
+                                                                  : tile_exact(request, inline_work);
 }
 
 namespace {
@@ -133,13 +151,8 @@ Tile empty_tile(const TileRequest& request, int64_t positions) {
     tile.request = request;
     tile.sum.assign(Tile::kEdge * Tile::kEdge, 0.0f);
     tile.max.assign(Tile::kEdge * Tile::kEdge, 0.0f);
-    const int64_t cell = int64_t(1) << request.level;
-    auto valid = [&](int64_t t) {
-        const int64_t first = t * Tile::kEdge * cell;
-        return static_cast<int>(std::clamp<int64_t>((positions - first + cell - 1) / cell, 0, Tile::kEdge));
-    };
-    tile.valid_rows = valid(request.ty);
-    tile.valid_cols = valid(request.tx);
+    tile.valid_rows = cells_covering(positions - request.first_query, request.row_level(), request.ty);
+    tile.valid_cols = cells_covering(positions, request.level, request.tx);
     return tile;
 }
 }  // namespace
@@ -147,27 +160,28 @@ Tile empty_tile(const TileRequest& request, int64_t positions) {
 Tile CpuTileSource::tile_exact(const TileRequest& request, bool inline_work) const {
     const int64_t n = store_.positions();
     Tile tile = empty_tile(request, n);
-    const int level = request.level;
-    const int64_t span = int64_t(Tile::kEdge) << level;
-    const int64_t q0 = request.ty * span, q1 = std::min(n, q0 + span);
-    const int64_t k0 = request.tx * span, k1 = std::min(n, k0 + span);
+    const int key_level = request.level, row_level = request.row_level();
+    const int64_t q0 = request.first_query + request.ty * (int64_t(Tile::kEdge) << row_level);
+    const int64_t q1 = std::min(n, q0 + (int64_t(Tile::kEdge) << row_level));
+    const int64_t k0 = request.tx * (int64_t(Tile::kEdge) << key_level);
+    const int64_t k1 = std::min(n, k0 + (int64_t(Tile::kEdge) << key_level));
     if (k0 >= q1) return tile;  // entirely above the diagonal
     for_each_probability_block(
         store_, request.layer, request.head, q0, q1, k0, k1,
         [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols, const float* p) {
             // Rows are aggregated in parallel by groups of whole cell rows, so no two tasks share a cell.
-            const int64_t cell = int64_t(1) << level;
-            const int64_t first_cell_row = (i0 - q0) >> level, last_cell_row = (i0 + rows - 1 - q0) >> level;
+            const int64_t row_cell = int64_t(1) << row_level;
+            const int64_t first_cell_row = (i0 - q0) >> row_level, last_cell_row = (i0 + rows - 1 - q0) >> row_level;
             for_range(last_cell_row - first_cell_row + 1, inline_work, [&](int64_t g) {
                 const int64_t cell_row = first_cell_row + g;
-                const int64_t r_begin = std::max(i0, q0 + cell_row * cell) - i0;
-                const int64_t r_end = std::min(i0 + rows, q0 + (cell_row + 1) * cell) - i0;
+                const int64_t r_begin = std::max(i0, q0 + cell_row * row_cell) - i0;
+                const int64_t r_end = std::min(i0 + rows, q0 + (cell_row + 1) * row_cell) - i0;
                 float* sums = tile.sum.data() + cell_row * Tile::kEdge;
                 float* maxes = tile.max.data() + cell_row * Tile::kEdge;
                 for (int64_t r = r_begin; r < r_end; ++r) {
                     const float* pr = p + r * cols;
                     for (int64_t c = 0; c < cols; ++c) {
-                        const int64_t cell_col = (j0 + c - k0) >> level;
+                        const int64_t cell_col = (j0 + c - k0) >> key_level;
                         sums[cell_col] += pr[c];
                         maxes[cell_col] = std::max(maxes[cell_col], pr[c]);
                     }
@@ -181,15 +195,18 @@ Tile CpuTileSource::tile_exact(const TileRequest& request, bool inline_work) con
 Tile CpuTileSource::tile_from_overview(const TileRequest& request, bool inline_work) const {
     const int64_t n = store_.positions();
     Tile tile = empty_tile(request, n);
-    const int64_t blocks_per_cell = (int64_t(1) << request.level) / CaptureStore::kOverviewBlock;
-    const int64_t total_blocks = (n + CaptureStore::kOverviewBlock - 1) / CaptureStore::kOverviewBlock;
+    const int64_t block = CaptureStore::kOverviewBlock;
+    const int64_t key_blocks_per_cell = (int64_t(1) << request.level) / block;
+    const int64_t row_blocks_per_cell = (int64_t(1) << request.row_level()) / block;
+    const int64_t first_row_block = request.first_query / block;
+    const int64_t total_blocks = (n + block - 1) / block;
     for_range(tile.valid_rows, inline_work, [&](int64_t r) {
         const CaptureStore::OverviewReader overview = store_.overview_reader(request.layer, request.head);
-        const int64_t qb0 = (request.ty * Tile::kEdge + r) * blocks_per_cell;
-        const int64_t qb1 = std::min(total_blocks, qb0 + blocks_per_cell);
+        const int64_t qb0 = first_row_block + (request.ty * Tile::kEdge + r) * row_blocks_per_cell;
+        const int64_t qb1 = std::min(total_blocks, qb0 + row_blocks_per_cell);
         for (int64_t c = 0; c < tile.valid_cols; ++c) {
-            const int64_t kb0 = (request.tx * Tile::kEdge + c) * blocks_per_cell;
-            const int64_t kb1 = std::min(total_blocks, kb0 + blocks_per_cell);
+            const int64_t kb0 = (request.tx * Tile::kEdge + c) * key_blocks_per_cell;
+            const int64_t kb1 = std::min(total_blocks, kb0 + key_blocks_per_cell);
             float sum = 0.f, peak = 0.f;
             for (int64_t qb = qb0; qb < qb1; ++qb)
                 for (int64_t kb = kb0; kb < std::min(kb1, qb + 1); ++kb) {

@@ -8,11 +8,19 @@
 
 namespace attn {
 
+// A cell aggregates 2^level keys × 2^row_level() queries. The map asks for square cells from
+// query 0; the waterfall asks for the decode steps' rows only (first_query = the prompt length),
+// with fewer queries per cell than keys (a few hundred steps against tens of thousands of keys).
 struct TileRequest {
     int layer = 0, head = 0;
-    int level = 0;    // each cell aggregates a 2^level × 2^level block of P
+    int level = 0;    // each cell spans 2^level keys (and 2^level queries unless row_level_delta says otherwise)
     int64_t tx = 0;   // tile column (keys)
-    int64_t ty = 0;   // tile row (queries)
+    int64_t ty = 0;   // tile row (queries from first_query)
+    int row_level_delta = 0;  // row level − level
+    int64_t first_query = 0;  // the query of the tile grid's row 0
+
+    int row_level() const { return level + row_level_delta; }
+    bool square() const { return row_level_delta == 0 && first_query == 0; }
 };
 
 struct Tile {
@@ -40,6 +48,9 @@ public:
     // of the same P, since the 128-token blocks nest inside the cells).
     static constexpr int kFirstOverviewLevel = 7;
     static int64_t tiles_across(int64_t positions, int level);
+    // Whether tile() reads this request from the pooled overview (given a complete one): its cells
+    // must hold whole 128-token blocks on both axes.
+    static bool overview_serves(const TileRequest& request);
 
 private:
     void scores_block(int layer, int head, int64_t q0, int64_t nq, int64_t k0, int64_t nk, float* out) const;
@@ -49,6 +60,10 @@ private:
     const CaptureStore& store_;
     int threads_;
 };
+
+// Cells of tile `tile_index` (at 2^level positions per cell) that cover at least one of `count`
+// positions: 256 except in the last tile.
+int cells_covering(int64_t count, int level, int64_t tile_index);
 
 // Recomputes the pooled overview of every (layer, head) from Q, K and LSE (for sessions
 // recovered from a file cut short before its footer, or after CaptureStore::truncate).

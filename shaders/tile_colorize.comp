@@ -15,15 +15,20 @@ layout(push_constant) uniform Params {
     uint layer;
     uint valid_rows;
     uint valid_cols;
-    uint on_diagonal;   // tile straddles the diagonal: cells with column > row are empty
     uint log_scale;
+    // The causal mask: cell (column c, row r) holds keys from first_key + c·key_cell and queries up
+    // to last_query + r·row_cell; it is empty when the first key comes after the last query.
+    int first_key;
+    int key_cell;
+    int last_query;
+    int row_cell;
 } params;
 
 void main() {
     const ivec2 cell = ivec2(gl_GlobalInvocationID.xy);  // x = key column, y = query row
     const ivec3 at = ivec3(cell, int(params.layer));
     if (uint(cell.y) >= params.valid_rows || uint(cell.x) >= params.valid_cols ||
-        (params.on_diagonal != 0u && cell.x > cell.y)) {
+        params.first_key + cell.x * params.key_cell > params.last_query + cell.y * params.row_cell) {
         imageStore(colored_tiles, at, params.empty_color);
         return;
     }

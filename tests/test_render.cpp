@@ -14,6 +14,7 @@
 #include "ui/render/vulkan_context.h"
 #include "ui/view/headless.h"
 #include "ui/view/synthetic_session.h"
+#include "render_support.h"
 
 #ifdef ATTNSCOPE_HAVE_IMGUI
 #include <imgui.h>
@@ -24,34 +25,9 @@
 using namespace attn;
 using namespace attn::render;
 using namespace attn::view;
+using namespace attn::testing;
 
 namespace {
-
-// One Vulkan context for the whole test binary (instance creation with validation is slow on lavapipe).
-VulkanContext& vulkan() {
-    static std::unique_ptr<VulkanContext> context;
-    static std::string failure;
-    if (!context && failure.empty()) {
-        try {
-            VulkanContextOptions options;
-            options.validation = true;
-            options.require_validation = true;
-            context = std::make_unique<VulkanContext>(options);
-            std::printf("[render] Vulkan device: %s, validation %s\n", context->device_description().c_str(),
-                        context->validation_enabled() ? "on" : "off");
-        } catch (const std::exception& e) {
-            failure = e.what();
-        }
-    }
-    if (!context) FAIL("Vulkan could not be initialised for the [render] tests: " << failure);
-    return *context;
-}
-
-void require_no_validation_errors() {
-    const std::vector<std::string> errors = vulkan().validation_errors();
-    for (const std::string& e : errors) UNSCOPED_INFO("validation error: " << e);
-    REQUIRE(errors.empty());
-}
 
 const Session& session_with(SyntheticPattern pattern, int64_t tokens) {
     static std::map<std::pair<int, int64_t>, std::unique_ptr<Session>> sessions;
@@ -63,30 +39,6 @@ const Session& session_with(SyntheticPattern pattern, int64_t tokens) {
         slot = std::make_unique<Session>(make_synthetic_session(options));
     }
     return *slot;
-}
-
-struct Rgba {
-    int r, g, b, a;
-};
-Rgba pixel(const std::vector<uint8_t>& pixels, uint32_t width, int x, int y) {
-    const size_t i = (static_cast<size_t>(y) * width + static_cast<size_t>(x)) * 4;
-    return {pixels[i], pixels[i + 1], pixels[i + 2], pixels[i + 3]};
-}
-bool is_empty(const Rgba& p) {
-    auto near = [](int v, float f) { return std::abs(v - static_cast<int>(std::lround(f * 255))) <= 1; };
-    return near(p.r, AttentionMapRenderer::kEmptyColor[0]) && near(p.g, AttentionMapRenderer::kEmptyColor[1]) &&
-           near(p.b, AttentionMapRenderer::kEmptyColor[2]);
-}
-// The top of viridis is yellow (253, 231, 37), the bottom dark purple (68, 1, 84).
-bool is_bright(const Rgba& p) { return p.r > 180 && p.g > 180 && p.b < 120; }
-bool is_dark(const Rgba& p) { return p.g < 60 && !is_empty(p); }
-
-HeadlessOptions small_view(uint32_t width, uint32_t height) {
-    HeadlessOptions o;
-    o.width = width, o.height = height;
-    o.cache.budget_bytes = 64ull << 20;
-    o.cache.workers = 2;
-    return o;
 }
 
 }  // namespace
@@ -138,14 +90,14 @@ TEST_CASE("visible tiles: lower triangle only, nearest the centre first", "[rend
     ViewTransform view;
     view.width = 512, view.height = 512;
     view.fit(2048);  // 4 tokens per pixel → level 2, 2×2 tiles of 1024 tokens
-    const int level = lod_level(view.tokens_per_pixel, top_level(2048));
+    const int level = lod_level(view.keys_per_pixel, top_level(2048));
     REQUIRE(level == 2);
     const std::vector<TileCoord> tiles = visible_tiles(view, 2048, level);
     REQUIRE(tiles.size() == 3);  // (0,0), (0,1), (1,1); (1,0) is above the diagonal
     for (const TileCoord& t : tiles) REQUIRE(t.tx <= t.ty);
 
     view.show(1000, 1000, 1064, 1064);
-    REQUIRE(lod_level(view.tokens_per_pixel, top_level(2048)) == 0);
+    REQUIRE(lod_level(view.keys_per_pixel, top_level(2048)) == 0);
     const std::vector<TileCoord> zoomed = visible_tiles(view, 2048, 0);
     REQUIRE(zoomed.size() == 3);  // tokens 1000..1064 straddle the 1024 boundary: (3,3), (3,4), (4,4)
     for (const TileCoord& t : zoomed) REQUIRE((t == TileCoord{0, 3, 3} || t == TileCoord{0, 3, 4} || t == TileCoord{0, 4, 4}));
@@ -373,8 +325,6 @@ TEST_CASE("ImGui glue links (core + GLFW + Vulkan backends)", "[render]") {
 }
 #endif
 
-#endif  // ATTNSCOPE_HAVE_UI
-
 TEST_CASE("a growing matrix: tiles over new rows are recomputed, shown meanwhile, and exact again", "[render]") {
     // Live decoding appends rows to the capture while the map is on screen.
     VulkanContext& context = vulkan();
@@ -392,14 +342,7 @@ TEST_CASE("a growing matrix: tiles over new rows are recomputed, shown meanwhile
     CHECK(view.cache().find(key)->valid_rows == 200);
 
     // 56 more positions arrive.
-    const CaptureShape& shape = full.capture->shape();
-    std::vector<float> q(56 * shape.n_head * shape.head_dim), k(56 * shape.n_kv_head * shape.head_dim), lse(56 * shape.n_head);
-    for (int layer = 0; layer < shape.n_layer; ++layer) {
-        full.capture->copy_q(layer, 200, 56, q.data());
-        full.capture->copy_k(layer, 200, 56, k.data());
-        full.capture->copy_lse(layer, 200, 56, lse.data());
-        growing.capture->record_layer(layer, 200, 56, q.data(), k.data(), lse.data());
-    }
+    copy_captured_rows(*full.capture, *growing.capture, 200, 56);
     view.cache().invalidate_rows_from(200);
     view.renderer().set_positions(256);
     REQUIRE(view.cache().find(key)->stale);  // still resident: drawn until its replacement arrives
@@ -413,3 +356,5 @@ TEST_CASE("a growing matrix: tiles over new rows are recomputed, shown meanwhile
     CHECK(is_empty(pixel(pixels, 256, 250, 240)));  // above the diagonal
     require_no_validation_errors();
 }
+
+#endif  // ATTNSCOPE_HAVE_UI

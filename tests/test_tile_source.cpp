@@ -128,6 +128,31 @@ TEST_CASE("tiles aggregate sum and max of P at every level, causal part empty", 
     CHECK(top.valid_cols == 150);
 }
 
+TEST_CASE("anisotropic tiles from a query origin aggregate 2^row_level queries × 2^level keys", "[tiles][waterfall]") {
+    const SyntheticCapture cap(600, 0, 8);
+    const CpuTileSource tiles(*cap.store);
+    // (level, row level delta, first query, tx, ty): the waterfall's shapes, origins not block-aligned.
+    struct Shape {
+        int level, delta;
+        int64_t first_query, tx, ty;
+    };
+    for (const Shape& s : {Shape{2, -2, 137, 0, 0}, Shape{2, -2, 137, 0, 1}, Shape{0, 1, 300, 1, 0}, Shape{3, -1, 1, 0, 0}}) {
+        const TileRequest request{1, 2, s.level, s.tx, s.ty, s.delta, s.first_query};
+        const Tile tile = tiles.tile(request);
+        const int64_t key_cell = int64_t(1) << request.level, row_cell = int64_t(1) << request.row_level();
+        CHECK(tile.valid_rows == cells_covering(600 - s.first_query, request.row_level(), s.ty));
+        for (int r = 0; r < tile.valid_rows; r += 3)
+            for (int c = 0; c < tile.valid_cols; c += 4) {
+                const int64_t q0 = s.first_query + (s.ty * Tile::kEdge + r) * row_cell, k0 = (s.tx * Tile::kEdge + c) * key_cell;
+                INFO("level " << s.level << " delta " << s.delta << " origin " << s.first_query << " cell " << r << "," << c);
+                CHECK(tile.sum[r * Tile::kEdge + c] ==
+                      Approx(cap.block_sum(1, 2, q0, q0 + row_cell, k0, k0 + key_cell)).margin(1e-5));
+                CHECK(tile.max[r * Tile::kEdge + c] ==
+                      Approx(cap.block_max(1, 2, q0, q0 + row_cell, k0, k0 + key_cell)).margin(1e-6));
+            }
+    }
+}
+
 TEST_CASE("overview-backed tiles equal exact tiles", "[tiles]") {
     const SyntheticCapture cap(700, 0, 3);
     CHECK(cap.store->overview_complete());

@@ -7,10 +7,12 @@
 #include "engine/error.h"
 
 #ifdef ATTNSCOPE_HAVE_UI
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include <filesystem>
@@ -43,7 +45,9 @@ std::pair<uint32_t, uint32_t> parse_size(const std::string& text) {
 struct ViewCommand {
     std::string session_path;
     int64_t synthetic_tokens = 0;
+    int64_t synthetic_steps = 0;
     bool headless = false;
+    bool waterfall = false;
     std::string size = "1280x720";
     std::string script_path, screenshot;
     int frames = -1;  // windowed: run until closed; headless: one frame
@@ -59,6 +63,7 @@ struct ViewCommand {
         if (synthetic_tokens > 0) {
             view::SyntheticOptions options;
             options.tokens = synthetic_tokens;
+            options.decode_steps = synthetic_steps;
             shown_path = (sessions_dir() / ("synthetic-" + std::to_string(synthetic_tokens))).string();
             return view::make_synthetic_session(options);
         }
@@ -147,8 +152,13 @@ struct ViewCommand {
 #endif
 
     void run() {
+        if (waterfall && !headless) {
+            // The window has no waterfall panel yet: the waterfall is rendered offscreen.
+            std::fprintf(stderr, "attnscope: --waterfall renders offscreen (as with --headless)\n");
+            headless = true;
+        }
 #ifdef ATTNSCOPE_HAVE_APP
-        if (session_path.empty() && synthetic_tokens == 0 && run_live()) return;
+        if (session_path.empty() && synthetic_tokens == 0 && !waterfall && run_live()) return;
 #endif
         std::string shown_path;
         const Session session = obtain_session(shown_path);
@@ -192,23 +202,31 @@ struct ViewCommand {
         options.settings.colormap = *map;
         if (scale != "log" && scale != "linear") fail("--scale must be log or linear");
         options.settings.scale = scale == "log" ? render::ValueScale::Log : render::ValueScale::Linear;
+        options.waterfall = waterfall;
 
         view::HeadlessView view(context, session, options);
         view.run(actions, stdout);
+        const auto settle_start = std::chrono::steady_clock::now();
         for (int i = 0; i < (frames < 0 ? 1 : frames); ++i) view.frame();
+        std::optional<double> exact_ms;  // from the end of the script to every visible tile exact
         if (!png.empty()) {
             // A screenshot shows exact tiles, not stand-ins, unless they take longer than a minute.
-            view.wait_exact(60);
+            if (view.wait_exact(60).all_exact())
+                exact_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - settle_start).count();
             view.screenshot(png);
         }
         const render::FrameStats& last = view.last_frame();
         nlohmann::json summary = {{"device", context.device_description()},
                                   {"positions", session.capture->positions()},
                                   {"level", last.level},
+                                  {"row_level", last.row_level},
+                                  {"waterfall", view.waterfall()},
+                                  {"rows", view.extent().rows},
                                   {"visible_tiles", last.visible_tiles},
                                   {"exact_tiles", last.exact_tiles},
                                   {"validation_errors", context.validation_errors().size()}};
         if (!png.empty()) summary["screenshot"] = png;
+        if (exact_ms) summary["exact_ms"] = *exact_ms;
         std::printf("%s\n", summary.dump().c_str());
         if (!png.empty() && png != screenshot)
             std::printf("rendered %s to %s\n", shown_path.c_str(), png.c_str());
@@ -229,6 +247,11 @@ void add_view_command(CLI::App& app) {
     view->add_option("--synthetic", cmd->synthetic_tokens, "Use a generated session of N tokens instead of a file")
         ->check(CLI::Range(int64_t(1), int64_t(65536)));
     view->add_flag("--headless", cmd->headless, "Render offscreen, without a window or display");
+    view->add_flag("--waterfall", cmd->waterfall,
+                   "Show the waterfall: one row per decode step over every key (rendered offscreen; script: 'waterfall on')");
+    view->add_option("--synthetic-steps", cmd->synthetic_steps,
+                     "With --synthetic: the last N tokens are decode steps (rows of the waterfall)")
+        ->check(CLI::NonNegativeNumber);
     view->add_option("--size", cmd->size, "Viewport WIDTHxHEIGHT (default 1280x720)");
     view->add_option("--script", cmd->script_path, "File of UI actions, one per line (see ui/view/headless.h)");
     view->add_option("--screenshot", cmd->screenshot, "Write the final frame as a PNG (after tiles are exact)");

@@ -19,14 +19,11 @@ namespace {
 struct ColorizeParams {
     float empty_color[4];
     float range_low, range_high;
-    uint32_t layer, valid_rows, valid_cols, on_diagonal, log_scale;
+    uint32_t layer, valid_rows, valid_cols, log_scale;
+    // The causal mask, cell by cell: cell (column c, row r) is empty when its first key
+    // first_key + c·key_cell comes after its last query last_query + r·row_cell.
+    int32_t first_key, key_cell, last_query, row_cell;
 };
-
-int valid_cells(int64_t positions, int level, int64_t t) {
-    const int64_t cell = int64_t(1) << level;
-    const int64_t first = t * Tile::kEdge * cell;
-    return static_cast<int>(std::clamp<int64_t>((positions - first + cell - 1) / cell, 0, Tile::kEdge));
-}
 
 // Quantised so the range (and with it every tile's colouring) changes rarely as tiles arrive.
 float quantize_up(float v, float step) { return std::ceil(v / step - 1e-4f) * step; }
@@ -34,9 +31,9 @@ float quantize_down(float v, float step) { return std::floor(v / step + 1e-4f) *
 
 }  // namespace
 
-AttentionMapRenderer::AttentionMapRenderer(VulkanContext& context, TileCache& cache, int64_t positions, uint32_t width,
-                                           uint32_t height)
-    : context_(context), cache_(cache), positions_(positions), top_level_(top_level(positions)) {
+AttentionMapRenderer::AttentionMapRenderer(VulkanContext& context, TileCache& cache, const MatrixExtent& extent,
+                                           uint32_t width, uint32_t height)
+    : context_(context), cache_(cache), extent_(extent) {
     if (width == 0 || height == 0 || width > 16384 || height > 16384) fail("render size ", width, "×", height, " is not supported");
     for (GpuImage& target : targets_)
         target = context.create_image(VK_FORMAT_R8G8B8A8_UNORM, width, height, 1,
@@ -241,8 +238,13 @@ void AttentionMapRenderer::create_pipelines() {
 
 void AttentionMapRenderer::set_positions(int64_t positions) {
     if (positions < 1) fail("the attention map needs at least one position");
-    positions_ = positions;
-    top_level_ = top_level(positions);
+    set_extent(MatrixExtent::square(positions));
+}
+
+void AttentionMapRenderer::set_extent(const MatrixExtent& extent) {
+    if (extent.keys < 0 || extent.rows < 0 || extent.first_query < 0)
+        fail("the matrix shown (", extent.keys, " keys, ", extent.rows, " rows from query ", extent.first_query, ") is not valid");
+    extent_ = extent;
 }
 
 uint64_t AttentionMapRenderer::stamp_for(const ColorRange& range) {
@@ -294,20 +296,26 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
     view.height = static_cast<int>(height());
     ++frame_;
     FrameStats stats;
-    const int level = lod_level(view.tokens_per_pixel, top_level_);
-    stats.level = level;
-    const std::vector<TileCoord> coords = visible_tiles(view, positions_, level);
+    const CellLevels levels = lod_levels(view, extent_);
+    const int level = levels.key;
+    stats.level = levels.key;
+    stats.row_level = levels.row;
+    const std::vector<TileCoord> coords = visible_tiles(view, extent_, levels);
     stats.visible_tiles = static_cast<int>(coords.size());
-    auto key_of = [&](const TileCoord& c) { return TileKey{settings.layer, settings.head, c.level, c.tx, c.ty, settings.plane}; };
+    auto key_of = [&](const TileCoord& c) {
+        return TileKey{settings.layer, settings.head, c.level, c.tx, c.ty, settings.plane, levels.row_level_delta(),
+                       extent_.first_query};
+    };
+    const int to_top = generations_to_top(levels, extent_);
 
     // Requests, most useful first: the whole-matrix tile (always a fallback), the cheap
     // overview-level ancestors of the view, then the visible tiles nearest the centre first.
     std::vector<TileKey> wanted;
-    wanted.push_back(TileKey{settings.layer, settings.head, top_level_, 0, 0, settings.plane});
-    const int overview_level = std::max(level + 1, CpuTileSource::kFirstOverviewLevel);
-    if (overview_level < top_level_)
+    if (extent_.rows > 0) wanted.push_back(key_of({level, 0, 0}).ancestor(to_top));
+    const int to_overview = std::max(1, CpuTileSource::kFirstOverviewLevel - std::min(levels.key, levels.row));
+    if (to_overview < to_top && CpuTileSource::overview_serves(key_of({level, 0, 0}).ancestor(to_overview).request()))
         for (const TileCoord& c : coords) {
-            const TileKey up = key_of(c).ancestor(overview_level - level);
+            const TileKey up = key_of(c).ancestor(to_overview);
             if (std::find(wanted.begin(), wanted.end(), up) == wanted.end()) wanted.push_back(up);
         }
     for (const TileCoord& c : coords) wanted.push_back(key_of(c));
@@ -351,7 +359,7 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
             exact_tiles.push_back(s.exact);
         }
         if (!s.exact || s.exact->color_stamp == 0) {
-            if (auto up = cache_.nearest_ancestor(key, top_level_ - level, false)) {
+            if (auto up = cache_.nearest_ancestor(key, to_top, false)) {
                 s.ancestor_key = up->first;
                 s.ancestor = up->second;
                 cache_.touch(*s.ancestor, frame_);
@@ -404,8 +412,15 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
             p.layer = job.tile->slot;
             p.valid_rows = static_cast<uint32_t>(job.tile->valid_rows);
             p.valid_cols = static_cast<uint32_t>(job.tile->valid_cols);
-            p.on_diagonal = job.key.tx == job.key.ty;
             p.log_scale = range.log_scale;
+            const int64_t row_cell = int64_t(1) << job.key.row_level(), key_cell = int64_t(1) << job.key.level;
+            // The shader compares in 32 bits: clamped far beyond any real context (2^30 positions).
+            const int64_t first_key = job.key.tx * Tile::kEdge * key_cell;
+            const int64_t last_query = job.key.first_query + job.key.ty * Tile::kEdge * row_cell + row_cell - 1;
+            p.first_key = static_cast<int32_t>(std::min<int64_t>(first_key, INT32_MAX / 2));
+            p.last_query = static_cast<int32_t>(std::min<int64_t>(last_query, INT32_MAX / 2));
+            p.key_cell = static_cast<int32_t>(std::min<int64_t>(key_cell, INT32_MAX / 1024));
+            p.row_cell = static_cast<int32_t>(std::min<int64_t>(row_cell, INT32_MAX / 1024));
             vkCmdPushConstants(cmd, colorize_layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(p), &p);
             vkCmdDispatch(cmd, Tile::kEdge / 16, Tile::kEdge / 16, 1);
             job.tile->color_stamp = stamp;
@@ -424,30 +439,31 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
     instances.reserve(slots.size());
     auto coord_id = [](const TileCoord& c) { return static_cast<uint64_t>(c.ty) << 32 | static_cast<uint64_t>(c.tx); };
     for (const Slot& s : slots) {
-        const int64_t cell = int64_t(1) << level;
-        const int64_t span = cell * Tile::kEdge;
+        const int64_t key_cell = int64_t(1) << levels.key, row_cell = int64_t(1) << levels.row;
+        const int64_t key_span = key_cell * Tile::kEdge, row_span = row_cell * Tile::kEdge;
         DrawnTile d;
-        d.k0 = static_cast<double>(s.coord.tx * span), d.q0 = static_cast<double>(s.coord.ty * span);
-        d.k1 = d.k0 + static_cast<double>(valid_cells(positions_, level, s.coord.tx) * cell);
-        d.q1 = d.q0 + static_cast<double>(valid_cells(positions_, level, s.coord.ty) * cell);
+        d.k0 = static_cast<double>(s.coord.tx * key_span), d.r0 = static_cast<double>(s.coord.ty * row_span);
+        d.k1 = d.k0 + static_cast<double>(cells_covering(extent_.keys, levels.key, s.coord.tx) * key_cell);
+        d.r1 = d.r0 + static_cast<double>(cells_covering(extent_.rows, levels.row, s.coord.ty) * row_cell);
         if (s.exact && s.exact->color_stamp != 0) {
             d.source = key_of(s.coord);
-            d.texel_rect[2] = static_cast<float>((d.k1 - d.k0) / static_cast<double>(span));
-            d.texel_rect[3] = static_cast<float>((d.q1 - d.q0) / static_cast<double>(span));
+            d.texel_rect[2] = static_cast<float>((d.k1 - d.k0) / static_cast<double>(key_span));
+            d.texel_rect[3] = static_cast<float>((d.r1 - d.r0) / static_cast<double>(row_span));
             d.layer = s.exact->slot;
             d.stamp = s.exact->color_stamp;
             d.contents = s.exact->contents;
             if (s.exact->color_stamp == stamp && !s.exact->stale) ++stats.exact_tiles;
             else ++stats.fallback_tiles;  // right tile, colours of an older range or rows that have grown
         } else if (s.ancestor && s.ancestor->color_stamp != 0) {
-            const double anc_span = static_cast<double>(int64_t(Tile::kEdge) << s.ancestor_key.level);
-            const double ak0 = static_cast<double>(s.ancestor_key.tx) * anc_span;
-            const double aq0 = static_cast<double>(s.ancestor_key.ty) * anc_span;
+            const double anc_key_span = static_cast<double>(int64_t(Tile::kEdge) << s.ancestor_key.level);
+            const double anc_row_span = static_cast<double>(int64_t(Tile::kEdge) << s.ancestor_key.row_level());
+            const double ak0 = static_cast<double>(s.ancestor_key.tx) * anc_key_span;
+            const double ar0 = static_cast<double>(s.ancestor_key.ty) * anc_row_span;
             d.source = s.ancestor_key;
-            d.texel_rect[0] = static_cast<float>((d.k0 - ak0) / anc_span);
-            d.texel_rect[1] = static_cast<float>((d.q0 - aq0) / anc_span);
-            d.texel_rect[2] = static_cast<float>((d.k1 - ak0) / anc_span);
-            d.texel_rect[3] = static_cast<float>((d.q1 - aq0) / anc_span);
+            d.texel_rect[0] = static_cast<float>((d.k0 - ak0) / anc_key_span);
+            d.texel_rect[1] = static_cast<float>((d.r0 - ar0) / anc_row_span);
+            d.texel_rect[2] = static_cast<float>((d.k1 - ak0) / anc_key_span);
+            d.texel_rect[3] = static_cast<float>((d.r1 - ar0) / anc_row_span);
             d.layer = s.ancestor->slot;
             d.stamp = s.ancestor->color_stamp;
             d.contents = s.ancestor->contents;
@@ -458,9 +474,9 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
         }
         Instance inst{};
         inst.pixel_rect[0] = static_cast<float>(view.pixel_x(d.k0));
-        inst.pixel_rect[1] = static_cast<float>(view.pixel_y(d.q0));
+        inst.pixel_rect[1] = static_cast<float>(view.pixel_y(d.r0));
         inst.pixel_rect[2] = static_cast<float>(view.pixel_x(d.k1));
-        inst.pixel_rect[3] = static_cast<float>(view.pixel_y(d.q1));
+        inst.pixel_rect[3] = static_cast<float>(view.pixel_y(d.r1));
         std::copy(d.texel_rect, d.texel_rect + 4, inst.texel_rect);
         inst.layer = d.layer;
         if (instances.size() < kMaxInstances) instances.push_back(inst);
@@ -471,10 +487,11 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
     // reuses the previous image, shifted; then only the uncovered strips and the tiles whose
     // content changed are redrawn. Anything else redraws everything.
     const int W = static_cast<int>(width()), H = static_cast<int>(height());
-    const double shift_x = have_image_ ? (drawn_view_.origin_key - view.origin_key) / view.tokens_per_pixel : 0;
-    const double shift_y = have_image_ ? (drawn_view_.origin_query - view.origin_query) / view.tokens_per_pixel : 0;
+    const double shift_x = have_image_ ? (drawn_view_.origin_key - view.origin_key) / view.keys_per_pixel : 0;
+    const double shift_y = have_image_ ? (drawn_view_.origin_row - view.origin_row) / view.rows_per_pixel : 0;
     const int dx = static_cast<int>(std::lround(shift_x)), dy = static_cast<int>(std::lround(shift_y));
-    const bool full = !have_image_ || drawn_level_ != level || view.tokens_per_pixel != drawn_view_.tokens_per_pixel ||
+    const bool full = !have_image_ || drawn_levels_ != levels || view.keys_per_pixel != drawn_view_.keys_per_pixel ||
+                      view.rows_per_pixel != drawn_view_.rows_per_pixel || drawn_first_query_ != extent_.first_query ||
                       std::abs(shift_x - dx) > 1e-3 || std::abs(shift_y - dy) > 1e-3 || std::abs(dx) >= W ||
                       std::abs(dy) >= H || settings.layer != drawn_settings_.layer ||
                       settings.head != drawn_settings_.head || settings.plane != drawn_settings_.plane;
@@ -494,10 +511,10 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
         for (const auto& [id, d] : drawn) {
             const auto old = drawn_.find(id);
             if (old == drawn_.end() || !(old->second == d))
-                mark(view.pixel_x(d.k0), view.pixel_y(d.q0), view.pixel_x(d.k1), view.pixel_y(d.q1));
+                mark(view.pixel_x(d.k0), view.pixel_y(d.r0), view.pixel_x(d.k1), view.pixel_y(d.r1));
         }
         for (const auto& [id, d] : drawn_)
-            if (!drawn.count(id)) mark(view.pixel_x(d.k0), view.pixel_y(d.q0), view.pixel_x(d.k1), view.pixel_y(d.q1));
+            if (!drawn.count(id)) mark(view.pixel_x(d.k0), view.pixel_y(d.r0), view.pixel_x(d.k1), view.pixel_y(d.r1));
         // Many small rectangles cost more in passes than one bounding box does in pixels.
         if (dirty.size() > 48) {
             PixelRect box = dirty[0];
@@ -583,7 +600,8 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
     drawn_ = std::move(drawn);
     drawn_view_ = view;
     drawn_settings_ = settings;
-    drawn_level_ = level;
+    drawn_levels_ = levels;
+    drawn_first_query_ = extent_.first_query;
     ATTN_VK(vkEndCommandBuffer(cmd));
     if (stats.rendered || stats.uploads > 0 || stats.colorized > 0) {
         VkFenceCreateInfo fence_info{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};

@@ -1,7 +1,8 @@
 #pragma once
-// AttentionMapRenderer: draws one (layer, head) attention matrix from the TileCache.
+// AttentionMapRenderer: draws one (layer, head) attention matrix from the TileCache — the whole
+// causal matrix (the map), or the decode steps' rows of it (the waterfall, cells not square).
 //
-// Per frame: choose the level (one cell ≤ one pixel), enumerate the visible lower-triangle tiles,
+// Per frame: choose the levels (one cell ≤ one pixel on each axis), enumerate the visible causal tiles,
 // request the missing ones (visible first, nearest the centre first; stale requests cancelled),
 // upload what producers finished, colour new or out-of-date tiles in a compute pass (budgeted
 // per frame), then draw one instanced quad per tile — a missing tile shows the sub-rectangle of
@@ -44,7 +45,8 @@ struct ColorRange {
 
 struct FrameStats {
     bool rendered = false;     // false: nothing changed, the previous image stands
-    int level = 0;
+    int level = 0;             // key level (the map's only level)
+    int row_level = 0;         // row level: equal to level in the map
     int visible_tiles = 0;     // at the drawn level, lower triangle
     int exact_tiles = 0;       // drawn from their own (coloured, current-range) tile
     int fallback_tiles = 0;    // drawn from an ancestor
@@ -59,16 +61,19 @@ class AttentionMapRenderer {
 public:
     static constexpr std::array<float, 4> kEmptyColor{0.10f, 0.10f, 0.11f, 1.0f};
 
-    AttentionMapRenderer(VulkanContext& context, TileCache& cache, int64_t positions, uint32_t width, uint32_t height);
+    AttentionMapRenderer(VulkanContext& context, TileCache& cache, const MatrixExtent& extent, uint32_t width,
+                         uint32_t height);
     ~AttentionMapRenderer();
     AttentionMapRenderer(const AttentionMapRenderer&) = delete;
     AttentionMapRenderer& operator=(const AttentionMapRenderer&) = delete;
 
     uint32_t width() const { return targets_[0].width; }
     uint32_t height() const { return targets_[0].height; }
-    int64_t positions() const { return positions_; }
-    // The matrix shown is positions × positions: it grows while the model decodes and shrinks to
-    // an earlier step when the timeline scrubs back (quads are clipped to it, cell by cell).
+    const MatrixExtent& extent() const { return extent_; }
+    // The matrix shown grows while the model decodes and shrinks to an earlier step when the
+    // timeline scrubs back (quads are clipped to it, cell by cell).
+    void set_extent(const MatrixExtent& extent);
+    // The map: positions × positions.
     void set_positions(int64_t positions);
 
     FrameStats render(const ViewTransform& view, const RenderSettings& settings);
@@ -99,7 +104,7 @@ private:
         uint64_t stamp = 0;      // colouring of the source layer when drawn
         uint64_t contents = 0;   // the upload that filled it (a grown tile is replaced in place)
         float texel_rect[4]{};
-        double k0 = 0, q0 = 0, k1 = 0, q1 = 0;  // token rectangle covered
+        double k0 = 0, r0 = 0, k1 = 0, r1 = 0;  // keys × rows covered
         bool operator==(const DrawnTile& o) const {
             return source == o.source && layer == o.layer && stamp == o.stamp && contents == o.contents &&
                    std::equal(texel_rect, texel_rect + 4, o.texel_rect);
@@ -119,8 +124,7 @@ private:
 
     VulkanContext& context_;
     TileCache& cache_;
-    int64_t positions_;
-    int top_level_;
+    MatrixExtent extent_;
 
     GpuImage targets_[2];
     int current_ = 0;
@@ -147,8 +151,9 @@ private:
     bool have_image_ = false;
     ViewTransform drawn_view_;
     RenderSettings drawn_settings_;
-    int drawn_level_ = -1;
-    std::unordered_map<uint64_t, DrawnTile> drawn_;  // by tile (ty << 32 | tx) at drawn_level_
+    CellLevels drawn_levels_{-1, -1};
+    int64_t drawn_first_query_ = 0;
+    std::unordered_map<uint64_t, DrawnTile> drawn_;  // by tile (ty << 32 | tx) at drawn_levels_
 };
 
 }  // namespace attn::render

@@ -108,7 +108,7 @@ void TileCache::producer_loop() {
         const auto start = std::chrono::steady_clock::now();
         std::optional<Tile> tile;
         try {
-            tile = source_.tile({key.layer, key.head, key.level, key.tx, key.ty}, /*inline_work=*/true);
+            tile = source_.tile(key.request(), /*inline_work=*/true);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "attnscope: tile (layer %d head %d level %d x %lld y %lld) failed: %s\n", key.layer,
                          key.head, key.level, static_cast<long long>(key.tx), static_cast<long long>(key.ty), e.what());
@@ -262,10 +262,8 @@ std::optional<std::pair<TileKey, CachedTile*>> TileCache::nearest_ancestor(const
 }
 
 void TileCache::invalidate_rows_from(int64_t first_row) {
-    for (auto& [key, tile] : resident_) {
-        const int64_t rows_end = (key.ty + 1) * (int64_t(kEdge) << key.level);
-        if (rows_end > first_row) tile.stale = true;
-    }
+    for (auto& [key, tile] : resident_)
+        if (key.query_end() > first_row) tile.stale = true;
     std::lock_guard lock(mutex_);
     invalidations_.emplace_back(++epoch_, first_row);
     while (invalidations_.size() > 256) invalidations_.pop_front();
@@ -275,9 +273,8 @@ bool TileCache::outdated(const TileKey& key, uint64_t epoch) const {
     if (epoch == epoch_) return false;
     // Older than every invalidation remembered: assume the worst.
     if (invalidations_.empty() || invalidations_.front().first > epoch + 1) return true;
-    const int64_t rows_end = (key.ty + 1) * (int64_t(kEdge) << key.level);
     for (const auto& [at, first_row] : invalidations_)
-        if (at > epoch && rows_end > first_row) return true;
+        if (at > epoch && key.query_end() > first_row) return true;
     return false;
 }
 

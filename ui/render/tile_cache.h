@@ -28,12 +28,20 @@ namespace attn::render {
 
 enum class Plane : uint8_t { Sum, Max };
 
+// A tile of the pyramid, addressed like TileRequest (plus the plane): square cells from query 0
+// for the map, 2^row_level() queries × 2^level keys from first_query for the waterfall.
 struct TileKey {
     int layer = 0, head = 0, level = 0;
     int64_t tx = 0, ty = 0;
     Plane plane = Plane::Max;
+    int row_level_delta = 0;  // row level − level (kept by ancestors: both levels go up together)
+    int64_t first_query = 0;
 
     bool operator==(const TileKey&) const = default;
+    int row_level() const { return level + row_level_delta; }
+    TileRequest request() const { return {layer, head, level, tx, ty, row_level_delta, first_query}; }
+    // One past the last query row the tile covers (rows past the end of the matrix included).
+    int64_t query_end() const { return first_query + (ty + 1) * (int64_t(Tile::kEdge) << row_level()); }
     // The tile `generations` levels up that contains this one.
     TileKey ancestor(int generations) const {
         TileKey up = *this;
@@ -47,7 +55,8 @@ struct TileKey {
 struct TileKeyHash {
     size_t operator()(const TileKey& k) const {
         uint64_t h = static_cast<uint64_t>(k.layer) * 0x9E3779B97F4A7C15ull;
-        for (uint64_t part : {uint64_t(k.head), uint64_t(k.level), uint64_t(k.tx), uint64_t(k.ty), uint64_t(k.plane)})
+        for (uint64_t part : {uint64_t(k.head), uint64_t(k.level), uint64_t(k.tx), uint64_t(k.ty), uint64_t(k.plane),
+                              uint64_t(k.row_level_delta), uint64_t(k.first_query)})
             h = (h ^ part) * 0x100000001B3ull + (h >> 29);
         return static_cast<size_t>(h);
     }

@@ -23,7 +23,8 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
         {"fit", {0, 0}},      {"show", {4, 4}},   {"zoom", {1, 3}},     {"pan", {2, 2}},
         {"layer", {1, 1}},    {"head", {1, 1}},   {"plane", {1, 1}},    {"colormap", {1, 1}},
         {"scale", {1, 1}},    {"range", {1, 2}},  {"hover", {2, 2}},    {"wait", {1, 1}},
-        {"wait_exact", {0, 1}}, {"screenshot", {1, 1}},
+        {"wait_exact", {0, 1}}, {"screenshot", {1, 1}}, {"zoom_keys", {1, 3}}, {"zoom_rows", {1, 3}},
+        {"waterfall", {1, 1}},
         // The debugger's timeline and live decoding (the windowed runner; see live_script_verb()).
         {"step", {0, 1}},     {"run", {0, 1}},    {"run_to_text", {1, 64}}, {"wait_idle", {0, 1}},
         {"scrub", {1, 1}},    {"follow", {0, 0}}, {"diff", {2, 2}},         {"watch", {1, 64}},
@@ -80,11 +81,28 @@ HeadlessView::HeadlessView(render::VulkanContext& context, const Session& sessio
     settings_.layer = options.layer;
     settings_.head = options.head;
     cache_ = std::make_unique<render::TileCache>(context, source_, options.cache);
-    renderer_ = std::make_unique<render::AttentionMapRenderer>(context, *cache_, session.capture->positions(),
-                                                               options.width, options.height);
+    renderer_ = std::make_unique<render::AttentionMapRenderer>(
+        context, *cache_, render::MatrixExtent::square(session.capture->positions()), options.width, options.height);
     view_.width = static_cast<int>(options.width);
     view_.height = static_cast<int>(options.height);
     view_.fit(session.capture->positions());
+    if (options.waterfall) set_waterfall(true);
+}
+
+void HeadlessView::set_waterfall(bool on) {
+    if (on && waterfall_extent(session_).rows == 0)
+        fail("the session has no captured decode step: the waterfall has no rows (prompt of ", session_.prompt_tokens,
+             " tokens, ", session_.steps.size(), " steps, ", session_.capture->positions(), " positions captured)");
+    waterfall_ = on;
+    renderer_->set_extent(on ? waterfall_extent(session_) : render::MatrixExtent::square(session_.capture->positions()));
+    view_.fit(extent(), !waterfall_);
+}
+
+render::MatrixExtent waterfall_extent(const Session& session) {
+    if (!session.capture) return {};
+    const int64_t positions = std::min(session.capture->positions(), session.positions());
+    const int64_t rows = std::clamp<int64_t>(positions - session.prompt_tokens, 0, static_cast<int64_t>(session.steps.size()));
+    return {session.prompt_tokens + rows, rows, session.prompt_tokens};
 }
 
 HeadlessView::~HeadlessView() = default;
@@ -110,13 +128,14 @@ void HeadlessView::screenshot(const std::string& path) { renderer_->write_png(pa
 std::string HeadlessView::token_text(int64_t position) const { return view::token_text(session_, position); }
 
 HoverInfo HeadlessView::hover(double px, double py) const {
-    return hover_at(session_, source_, view_, settings_.layer, settings_.head, px, py);
+    return hover_at(session_, source_, view_, extent(), settings_.layer, settings_.head, px, py);
 }
 
 std::string hover_json(const HoverInfo& hover) {
     nlohmann::json j;
     j["hover"] = {{"inside", hover.inside}, {"query", hover.query},           {"key", hover.key},
                   {"probability", hover.probability}, {"rank", hover.rank}, {"level", hover.level},
+                  {"row_level", hover.row_level},     {"step", hover.step},
                   {"cell_sum", hover.cell_sum},       {"cell_max", hover.cell_max},
                   {"query_token", hover.query_token}, {"key_token", hover.key_token}};
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -124,17 +143,26 @@ std::string hover_json(const HoverInfo& hover) {
 
 bool apply_view_action(const ScriptAction& a, int64_t positions, const CaptureShape& shape, render::ViewTransform& view,
                        render::RenderSettings& settings) {
+    return apply_view_action(a, render::MatrixExtent::square(positions), true, shape, view, settings);
+}
+
+bool apply_view_action(const ScriptAction& a, const render::MatrixExtent& extent, bool square_cells,
+                       const CaptureShape& shape, render::ViewTransform& view, render::RenderSettings& settings) {
     const std::string& v = a.verb;
     if (v == "fit") {
-        view.fit(positions);
+        view.fit(extent, square_cells);
     } else if (v == "show") {
-        view.show(script_number(a, 0), script_number(a, 1), script_number(a, 2), script_number(a, 3));
-    } else if (v == "zoom") {
+        const double k0 = script_number(a, 0), r0 = script_number(a, 1), k1 = script_number(a, 2), r1 = script_number(a, 3);
+        if (square_cells) view.show(k0, r0, k1, r1);
+        else view.fill(k0, r0, k1, r1);
+    } else if (v == "zoom" || v == "zoom_keys" || v == "zoom_rows") {
+        if (v != "zoom" && square_cells)
+            fail("script line ", a.line, ": '", v, "' zooms one axis of the waterfall; the map's cells stay square (use zoom)");
         const double factor = script_number(a, 0);
         if (!(factor > 0)) fail("script line ", a.line, ": zoom factor must be positive");
         const double px = a.args.size() >= 3 ? script_number(a, 1) : view.width / 2.0;
         const double py = a.args.size() >= 3 ? script_number(a, 2) : view.height / 2.0;
-        view.zoom_at(px, py, factor);
+        view.zoom_at(px, py, v == "zoom_rows" ? 1.0 : factor, v == "zoom_keys" ? 1.0 : factor);
     } else if (v == "pan") {
         view.pan_pixels(script_number(a, 0), script_number(a, 1));
     } else if (v == "layer" || v == "head") {
@@ -172,9 +200,12 @@ bool apply_view_action(const ScriptAction& a, int64_t positions, const CaptureSh
 
 void HeadlessView::run(const std::vector<ScriptAction>& actions, std::FILE* log) {
     for (const ScriptAction& a : actions) {
-        if (apply_view_action(a, session_.capture->positions(), session_.capture->shape(), view_, settings_)) continue;
+        if (apply_view_action(a, extent(), !waterfall_, session_.capture->shape(), view_, settings_)) continue;
         const std::string& v = a.verb;
-        if (v == "hover") {
+        if (v == "waterfall") {
+            if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": waterfall takes on or off");
+            set_waterfall(a.args[0] == "on");
+        } else if (v == "hover") {
             frame();
             std::fprintf(log, "%s\n", hover_json(hover(script_number(a, 0), script_number(a, 1))).c_str());
         } else if (v == "wait") {

@@ -113,7 +113,9 @@ Session make_synthetic_session(const SyntheticOptions& options) {
     session.config.max_context = static_cast<int>(n);
     session.identity.name = "synthetic";
     session.identity.format = "synthetic";
-    session.prompt_tokens = n;
+    if (options.decode_steps < 0 || options.decode_steps >= n)
+        fail("synthetic session: ", options.decode_steps, " decode steps do not fit in ", n, " tokens (one prompt token at least)");
+    session.prompt_tokens = n - options.decode_steps;
     session.tokens.reserve(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
         const std::string word = (i ? " w" : "w") + std::to_string(i);
@@ -123,6 +125,13 @@ Session make_synthetic_session(const SyntheticOptions& options) {
         session.text += word;
         token.end = static_cast<uint32_t>(session.text.size());
         session.tokens.push_back(token);
+        if (i >= session.prompt_tokens) {
+            StepRecord step;
+            step.token_id = token.id;
+            step.text = word;
+            step.kv_length = i + 1;
+            session.steps.push_back(step);
+        }
     }
 
     CaptureShape shape;

@@ -30,6 +30,7 @@ struct SyntheticOptions {
     std::vector<SyntheticPattern> heads{SyntheticPattern::PreviousToken, SyntheticPattern::Sink,
                                         SyntheticPattern::Induction, SyntheticPattern::LocalBand};
     int stripe_period = 512;  // power of two, for Induction
+    int64_t decode_steps = 0;  // the last positions are decode steps (one StepRecord each), for the waterfall
 };
 
 const char* pattern_name(SyntheticPattern pattern);
