@@ -21,6 +21,7 @@
 #include "ui/app/app_window.h"
 #include "ui/app/debugger_model.h"
 #include "ui/app/map_view.h"
+#include "ui/app/waterfall_view.h"
 #include "ui/panels/beam_tree_panel.h"
 #include "ui/panels/diff_panel.h"
 #include "ui/panels/head_selector_panel.h"
@@ -55,6 +56,8 @@ struct Debugger {
     std::unique_ptr<CpuTileSource> source;
     std::unique_ptr<DebuggerModel> model;
     std::unique_ptr<MapView> map;
+    std::unique_ptr<WaterfallView> waterfall;  // below the map while the session has decode steps
+    bool show_waterfall = true;
     panels::ViewControlsState controls;
     panels::HeadEntropyGrid entropy;
     panels::TokenStripState strip;
@@ -140,6 +143,9 @@ public:
                 d.diff.follow = false;
                 d.diff.step_a = static_cast<int>(view::script_number(a, 0));
                 d.diff.step_b = static_cast<int>(view::script_number(a, 1));
+            } else if (v == "waterfall") {
+                if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": waterfall on|off");
+                d.show_waterfall = a.args[0] == "on";
             } else if (v == "load_model") {
                 // Loads in the background as the panel does; the run restarts on it when loaded.
                 const std::string path = joined(a, 0);
@@ -376,6 +382,7 @@ int run(const WindowedViewOptions& options) {
         Debugger& d;
         ~ReleaseViews() {
             d.diff = {};
+            d.waterfall.reset();
             d.map.reset();
             d.model.reset();
             d.source.reset();
@@ -401,6 +408,7 @@ int run(const WindowedViewOptions& options) {
         if (d.model) {
             d.model->rebind(shown, *d.source);
             d.map->reset_source();
+            d.waterfall->reset_source();
             previous_source.reset();
             if (live_model) d.model->tokenizer = live_model->tokenizer.get();
         } else {
@@ -416,6 +424,7 @@ int run(const WindowedViewOptions& options) {
                 fail("--select ", options.select_query, " is out of range (0..", model.positions() - 1, ")");
             if (options.select_query >= 0) model.select_query(options.select_query);
             d.map = std::make_unique<MapView>(context, model, cache_options);
+            d.waterfall = std::make_unique<WaterfallView>(context, model, cache_options);
         }
         d.strip = {};
         d.entropy = {};
@@ -469,6 +478,7 @@ int run(const WindowedViewOptions& options) {
                     d.bound_generation = d.generation;
                 } else if (d.model && d.model->positions() > d.bound_positions) {
                     d.map->rows_changed_from(d.bound_positions);
+                    d.waterfall->rows_changed_from(d.bound_positions);
                     d.bound_positions = d.model->positions();
         d.demo_step = -2;
                 }
@@ -578,8 +588,11 @@ int run(const WindowedViewOptions& options) {
         ImGui::End();
 
         const float map_w = io.DisplaySize.x - side - right;
+        // The waterfall (step × key) takes the lower third of the map's area once there are steps.
+        const bool waterfall_shown = d.model && d.waterfall && d.show_waterfall && d.model->steps() > 0;
+        const float waterfall_h = waterfall_shown ? std::round((io.DisplaySize.y - strip_h) * 0.34f) : 0.f;
         ImGui::SetNextWindowPos(ImVec2(side, 0));
-        ImGui::SetNextWindowSize(ImVec2(map_w, io.DisplaySize.y - strip_h));
+        ImGui::SetNextWindowSize(ImVec2(map_w, io.DisplaySize.y - strip_h - waterfall_h));
         ImGui::Begin("Attention map", nullptr,
                      fixed | ImGuiWindowFlags_NoBackground | ImGuiWindowFlags_NoTitleBar | ImGuiWindowFlags_NoScrollbar |
                          ImGuiWindowFlags_NoScrollWithMouse);
@@ -598,6 +611,17 @@ int run(const WindowedViewOptions& options) {
                 ImGui::ProgressBar(float(status.prefill_done) / float(status.prefill_total), ImVec2(-1, 0));
         }
         ImGui::End();
+        if (waterfall_shown) {
+            ImGui::SetNextWindowPos(ImVec2(side, io.DisplaySize.y - strip_h - waterfall_h));
+            ImGui::SetNextWindowSize(ImVec2(map_w, waterfall_h));
+            ImGui::Begin("Waterfall", nullptr,
+                         fixed | ImGuiWindowFlags_NoBackground | ImGuiWindowFlags_NoTitleBar | ImGuiWindowFlags_NoScrollbar |
+                             ImGuiWindowFlags_NoScrollWithMouse);
+            ImGui::TextDisabled("waterfall: decode step × key, layer %d head %d   wheel: zoom (shift: keys, ctrl: steps)   click: go to step",
+                                d.model->settings.layer, d.model->settings.head);
+            d.waterfall->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            ImGui::End();
+        }
 
         ImGui::SetNextWindowPos(ImVec2(side, io.DisplaySize.y - strip_h));
         ImGui::SetNextWindowSize(ImVec2(map_w, strip_h));
@@ -619,7 +643,8 @@ int run(const WindowedViewOptions& options) {
 
         // ---- screenshots and auto-exit --------------------------------------------------
         std::string shot;
-        const bool map_settled = !d.map || d.map->stats().all_exact() || !d.map->busy();
+        const bool map_settled = (!d.map || d.map->stats().all_exact() || !d.map->busy()) &&
+                                 (!waterfall_shown || d.waterfall->stats().all_exact() || !d.waterfall->busy());
         const bool frames_done = options.frames <= 0 || frames + 1 >= static_cast<uint64_t>(options.frames);
         if (script_shot && map_settled) {
             shot = *script_shot;
@@ -641,6 +666,7 @@ int run(const WindowedViewOptions& options) {
         const auto built = std::chrono::steady_clock::now();
         window.end_frame([&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent) {
             if (d.map) d.map->record_blit(cmd, image, extent, window.blit_supported());
+            if (waterfall_shown) d.waterfall->record_blit(cmd, image, extent, window.blit_supported());
         }, shot);
         if (!shot.empty() && options.sequence_dir.empty()) std::fprintf(stderr, "attnscope: screenshot written to %s\n", shot.c_str());
         if (!shot.empty() && options.report && shot == options.screenshot) options.report->screenshot = shot;
