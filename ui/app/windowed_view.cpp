@@ -24,6 +24,7 @@
 #include "ui/app/waterfall_view.h"
 #include "ui/panels/beam_tree_panel.h"
 #include "ui/panels/diff_panel.h"
+#include "ui/panels/head_grid_panel.h"
 #include "ui/panels/head_selector_panel.h"
 #include "ui/panels/model_loader_panel.h"
 #include "ui/panels/run_controls_panel.h"
@@ -58,6 +59,8 @@ struct Debugger {
     std::unique_ptr<MapView> map;
     std::unique_ptr<WaterfallView> waterfall;  // below the map while the session has decode steps
     bool show_waterfall = true;
+    bool show_head_grid = false;  // the centre shows the head grid instead of the map
+    panels::HeadGridState head_grid;
     panels::ViewControlsState controls;
     panels::HeadEntropyGrid entropy;
     panels::TokenStripState strip;
@@ -143,6 +146,10 @@ public:
                 d.diff.follow = false;
                 d.diff.step_a = static_cast<int>(view::script_number(a, 0));
                 d.diff.step_b = static_cast<int>(view::script_number(a, 1));
+            } else if (v == "heads") {
+                if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": heads on|off");
+                d.show_head_grid = a.args[0] == "on";
+                if (d.show_head_grid) panels::finish_head_grid(model, d.head_grid);  // scripts see the finished grid
             } else if (v == "waterfall") {
                 if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": waterfall on|off");
                 d.show_waterfall = a.args[0] == "on";
@@ -589,7 +596,8 @@ int run(const WindowedViewOptions& options) {
 
         const float map_w = io.DisplaySize.x - side - right;
         // The waterfall (step × key) takes the lower third of the map's area once there are steps.
-        const bool waterfall_shown = d.model && d.waterfall && d.show_waterfall && d.model->steps() > 0;
+        const bool waterfall_shown =
+            d.model && d.waterfall && d.show_waterfall && !d.show_head_grid && d.model->steps() > 0;
         const float waterfall_h = waterfall_shown ? std::round((io.DisplaySize.y - strip_h) * 0.34f) : 0.f;
         ImGui::SetNextWindowPos(ImVec2(side, 0));
         ImGui::SetNextWindowSize(ImVec2(map_w, io.DisplaySize.y - strip_h - waterfall_h));
@@ -598,13 +606,21 @@ int run(const WindowedViewOptions& options) {
                          ImGuiWindowFlags_NoScrollWithMouse);
         if (d.model) {
             DebuggerModel& model = *d.model;
+            if (ImGui::RadioButton("map", !d.show_head_grid)) d.show_head_grid = false;
+            ImGui::SameLine();
+            if (ImGui::RadioButton("all heads", d.show_head_grid)) d.show_head_grid = true;
+            ImGui::SameLine();
             ImGui::Text("layer %d  head %d  %s  %s", model.settings.layer, model.settings.head,
                         model.settings.plane == render::Plane::Max ? "max" : "sum",
                         model.settings.scale == render::ValueScale::Log ? "log" : "linear");
             ImGui::SameLine();
             if (options.demo && !caption.empty()) ImGui::TextColored(ImVec4(1, 0.85f, 0.4f, 1), "   %s", caption.c_str());
             else ImGui::TextDisabled("   wheel/+/-: zoom   drag/arrows: pan   F: fit   click: select row   [ ]: layer   , .: head");
-            d.map->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            if (d.show_head_grid) {
+                if (panels::draw_head_grid_panel(model, d.head_grid)) d.show_head_grid = false;  // opened a head
+            } else {
+                d.map->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            }
         } else if (runner) {
             ImGui::Text("%s: %s", to_string(status.state), status.message.c_str());
             if (status.prefill_total > 0)
@@ -665,7 +681,7 @@ int run(const WindowedViewOptions& options) {
         }
         const auto built = std::chrono::steady_clock::now();
         window.end_frame([&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent) {
-            if (d.map) d.map->record_blit(cmd, image, extent, window.blit_supported());
+            if (d.map && !d.show_head_grid) d.map->record_blit(cmd, image, extent, window.blit_supported());
             if (waterfall_shown) d.waterfall->record_blit(cmd, image, extent, window.blit_supported());
         }, shot);
         if (!shot.empty() && options.sequence_dir.empty()) std::fprintf(stderr, "attnscope: screenshot written to %s\n", shot.c_str());
