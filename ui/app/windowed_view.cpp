@@ -693,6 +693,8 @@ int run(const WindowedViewOptions& options) {
         if (options.report) {
             options.report->frame_ms.push_back(frame_ms);
             options.report->build_ms.push_back(std::chrono::duration<double, std::milli>(built - start).count());
+            options.report->wait_ms.push_back(window.last_timing().wait_ms);
+            options.report->present_ms.push_back(window.last_timing().present_ms);
             options.report->frame_live_busy.push_back(live_busy ? 1 : 0);
             options.report->live_steps = status.steps;
             options.report->content_scale = window.content_scale();
