@@ -23,7 +23,7 @@ void for_each_parallel(int64_t n, int threads, const std::function<void(int64_t)
     if (threads == 1) {
         for (int64_t i = 0; i < n; ++i) fn(i);
     } else if (threads <= 0) {
-        ThreadPool::shared().parallel_for(n, fn);
+        ThreadPool::current().parallel_for(n, fn);
     } else {
         ThreadPool pool(threads);
         pool.parallel_for(n, fn);

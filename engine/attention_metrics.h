@@ -23,7 +23,7 @@ namespace attn {
 // The query row of decode step `step` (fails if the session has no such step or its row is not captured).
 int64_t query_of_step(const Session& session, int64_t step);
 
-// Runs fn(i) for i in [0, n). threads: 0 = the shared thread pool, 1 = the calling thread only
+// Runs fn(i) for i in [0, n). threads: 0 = this thread's pool (ThreadPool::current()), 1 = the calling thread only
 // (for callers already running on pool workers), n > 1 = a pool of n threads for this call.
 void for_each_parallel(int64_t n, int threads, const std::function<void(int64_t)>& fn);
 

@@ -120,7 +120,7 @@ void CpuBackend::attention(int layer, int64_t pos0, int64_t rows, const float* q
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys), hd,
                     scale, q + int64_t(h) * hd, static_cast<int>(q_stride), k_all + int64_t(kvh) * hd,
                     static_cast<int>(kv_stride), 0.0f, scores.data(), static_cast<int>(keys));
-        ThreadPool::shared().parallel_for(last_block - first_block + 1, [&](int64_t b) {
+        ThreadPool::current().parallel_for(last_block - first_block + 1, [&](int64_t b) {
             const int64_t block = first_block + b;
             const int64_t r0 = std::max<int64_t>(block * kBlock, pos0) - pos0;
             const int64_t r1 = std::min<int64_t>((block + 1) * kBlock, pos0 + rows) - pos0;
@@ -189,7 +189,7 @@ void CpuBackend::forward_chunk(std::span<const int32_t> ids, std::span<float> la
         if (gpt2) ops::add_inplace(&x[t * d], &w.position_embedding[(pos0 + t) * d], d);
     }
     auto norm_rows = [&](const std::vector<float>& weight, const std::vector<float>& bias, float* out) {
-        ThreadPool::shared().parallel_for(T, [&](int64_t t) {
+        ThreadPool::current().parallel_for(T, [&](int64_t t) {
             if (gpt2) layer_norm(&x[t * d], weight, bias, d, config_.norm_eps, out + t * d);
             else rms_norm(&x[t * d], weight, d, config_.norm_eps, out + t * d);
         });

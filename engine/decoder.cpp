@@ -153,6 +153,8 @@ std::unique_ptr<Decoder> Decoder::branch(int64_t steps, std::unique_ptr<Backend>
     for (const Keyframe& k : session_.keyframes)
         if (k.step < steps) s.keyframes.push_back(k);
     s.prefill_ms = session_.prefill_ms;
+    s.beam_tree = session_.beam_tree;  // the search is the same; the branch may follow another hypothesis
+    s.head_labels = session_.head_labels;
     if (session_.capture) s.capture = copy_capture_prefix(*session_.capture, keep);
     child->top_alternatives_ = top_alternatives_;
     child->cumulative_ = steps > 0 ? session_.steps[steps - 1].cumulative_logprob : 0.0;

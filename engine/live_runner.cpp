@@ -3,12 +3,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#ifdef __linux__
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
+#include "engine/beam_search.h"
 #include "engine/session_file.h"
 #include "engine/tile_source.h"
 
@@ -34,6 +30,9 @@ struct LiveRunner::Branch {
     std::vector<StepFindings> findings;
     int64_t parent = -1, at_step = -1;
     std::chrono::steady_clock::time_point last_flush{};
+    // Beam search: the node indices (one per step) of the hypothesis this branch replays.
+    std::vector<int32_t> plan;
+    int32_t beam_node = -1;
 };
 
 namespace {
@@ -48,6 +47,7 @@ std::string branch_path(const std::string& path, size_t index) {
 
 LiveRunner::LiveRunner(const Model& model, BackendKind backend, LiveOptions options)
     : model_(model), backend_kind_(backend), options_(std::move(options)) {
+    pool_ = std::make_unique<ThreadPool>(0, options_.runtime_priority);
     thread_ = std::thread([this] { thread_main(); });
 }
 
@@ -119,6 +119,13 @@ void LiveRunner::branch(int64_t step, int32_t token) {
     c.kind = Command::BranchAt;
     c.step = step;
     c.token = token;
+    enqueue(std::move(c));
+}
+
+void LiveRunner::follow_beam(int32_t node) {
+    Command c;
+    c.kind = Command::FollowBeam;
+    c.token = node;
     enqueue(std::move(c));
 }
 
@@ -211,10 +218,9 @@ void LiveRunner::set_state(LiveState state, std::string message) {
 }
 
 void LiveRunner::thread_main() {
-#ifdef __linux__
     // The model yields to the UI thread: the debugger keeps its frame rate while it decodes.
-    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
-#endif
+    set_current_thread_priority(options_.runtime_priority);
+    ThreadPool::UseOnThisThread use_own_pool(*pool_);
     for (;;) {
         Command command;
         {
@@ -254,11 +260,15 @@ void LiveRunner::execute(Command& command) {
         case Command::Start: do_start(command.request); return;
         case Command::Step: do_steps(command.count, RunGoal{}, false); return;
         case Command::Run: do_steps(command.goal.steps, command.goal, true); return;
-        case Command::SetSampling:
+        case Command::SetSampling: {
             if (branches_.empty()) fail("start a prompt before changing its sampling");
-            branches_[current_]->decoder->set_sampling(command.sampling);
+            // The beam width is the search's, made at start: a new width applies on the next start.
+            SamplingSettings settings = command.sampling;
+            settings.beams = branches_[current_]->decoder->sampling().beams;
+            branches_[current_]->decoder->set_sampling(settings);
             publish(false);
             return;
+        }
         case Command::SetWatchpoints: watchpoints_runtime_ = std::move(command.watchpoints); return;
         case Command::AddKeyframe: {
             if (branches_.empty()) fail("start a prompt before marking keyframes");
@@ -293,12 +303,13 @@ void LiveRunner::execute(Command& command) {
                                              command.step));
             return;
         }
+        case Command::FollowBeam: do_follow_beam(command.token); return;
         case Command::SelectBranch:
             if (command.count < 0 || command.count >= static_cast<int64_t>(branches_.size()))
                 fail("there is no branch ", command.count);
             current_ = static_cast<size_t>(command.count);
             publish(true);
-            set_state(branches_[current_]->decoder->stop_reason().empty() ? LiveState::Paused : LiveState::Finished,
+            set_state(stop_reason(*branches_[current_]).empty() ? LiveState::Paused : LiveState::Finished,
                       cat("showing branch ", current_));
             return;
     }
@@ -335,7 +346,21 @@ void LiveRunner::do_start(const GenerationRequest& request) {
     if (b.writer) b.writer->flush(b.decoder->session());
     b.last_flush = std::chrono::steady_clock::now();
     publish(true);
-    const std::string stop = b.decoder->stop_reason();
+    if (request.sampling.beams > 1) {
+        // The search runs without capture; the steps then replay its best hypothesis with capture.
+        set_state(LiveState::Running, cat("searching with ", request.sampling.beams, " beams"));
+        Session& session = b.decoder->session();
+        session.beam_tree = beam_search(
+            model_, *b.backend, b.decoder->next_logits(), request.sampling,
+            [&](int step, int steps) { set_state(LiveState::Running, cat("beam search: step ", step, " of at most ", steps)); },
+            &cancel_);
+        if (session.beam_tree.best >= 0) {
+            b.plan = session.beam_tree.lineage(session.beam_tree.best);
+            b.beam_node = session.beam_tree.best;
+        }
+        publish(true);
+    }
+    const std::string stop = stop_reason(b);
     set_state(stop.empty() ? LiveState::Paused : LiveState::Finished,
               stop.empty() ? cat("prompt of ", b.decoder->session().prompt_tokens, " tokens run in ",
                                  static_cast<int64_t>(b.decoder->session().prefill_ms), " ms")
@@ -344,8 +369,9 @@ void LiveRunner::do_start(const GenerationRequest& request) {
 
 void LiveRunner::do_steps(int64_t count, const RunGoal& goal, bool is_run) {
     if (branches_.empty()) fail("start a prompt before stepping");
-    Decoder& decoder = *branches_[current_]->decoder;
-    if (std::string stop = decoder.stop_reason(); !stop.empty()) {
+    Branch& branch = *branches_[current_];
+    Decoder& decoder = *branch.decoder;
+    if (std::string stop = stop_reason(branch); !stop.empty()) {
         set_state(LiveState::Finished, stop);
         return;
     }
@@ -389,15 +415,15 @@ void LiveRunner::do_steps(int64_t count, const RunGoal& goal, bool is_run) {
                 break;
             }
         }
-        if (!one_step(StepChoice{}, goal, reason)) break;
+        if (!one_step(planned_choice(branch), goal, reason)) break;
         if (!goal.stop_string.empty() &&
             decoder.session().text.find(goal.stop_string, text_at_start) != std::string::npos) {
             reason = cat("reached \"", goal.stop_string, "\"");
             break;
         }
-        if (!decoder.stop_reason().empty()) break;
+        if (!stop_reason(branch).empty()) break;
     }
-    const std::string stop = decoder.stop_reason();
+    const std::string stop = stop_reason(branch);
     if (!stop.empty()) set_state(LiveState::Finished, stop);
     else set_state(LiveState::Paused, reason.empty() ? cat(limit, limit == 1 ? " step" : " steps", " done") : reason);
 }
@@ -446,6 +472,65 @@ bool LiveRunner::one_step(const StepChoice& choice, const RunGoal& goal, std::st
     return keep_going;
 }
 
+std::string LiveRunner::stop_reason(const Branch& branch) const {
+    std::string stop = branch.decoder->stop_reason();
+    if (stop.empty() && branch.beam_node >= 0 && branch.decoder->session().steps.size() >= branch.plan.size())
+        stop = cat("end of beam hypothesis ", branch.beam_node,
+                   branch.decoder->session().beam_tree.nodes[branch.beam_node].finished ? " (end of sequence)" : "");
+    return stop;
+}
+
+StepChoice LiveRunner::planned_choice(const Branch& branch) const {
+    StepChoice choice;
+    const size_t step = branch.decoder->session().steps.size();
+    if (step < branch.plan.size()) {
+        const BeamNode& node = branch.decoder->session().beam_tree.nodes[branch.plan[step]];
+        choice.token = node.token_id;
+        choice.beam_id = node.slot;
+    }
+    return choice;
+}
+
+void LiveRunner::do_follow_beam(int32_t node) {
+    if (branches_.empty()) fail("start a prompt before following a beam");
+    const BeamTree& tree = branches_[current_]->decoder->session().beam_tree;
+    if (tree.empty()) fail("this session has no beam search (start it with beams > 1)");
+    if (node < 0 || node >= static_cast<int32_t>(tree.nodes.size()))
+        fail("beam node ", node, " is not in the tree (", tree.nodes.size(), " nodes)");
+    const std::vector<int32_t> plan = tree.lineage(node);
+    for (size_t b = 0; b < branches_.size(); ++b)
+        if (branches_[b]->beam_node == node) {  // already followed: show it
+            current_ = b;
+            publish(true);
+            set_state(stop_reason(*branches_[b]).empty() ? LiveState::Paused : LiveState::Finished,
+                      cat("showing branch ", b, ", which follows beam hypothesis ", node));
+            return;
+        }
+    // Fork where the hypothesis leaves what the current branch has decoded.
+    Branch& from = *branches_[current_];
+    const std::vector<StepRecord>& steps = from.decoder->session().steps;
+    int64_t at = 0;
+    while (at < static_cast<int64_t>(std::min(steps.size(), plan.size())) &&
+           steps[at].token_id == tree.nodes[plan[at]].token_id)
+        ++at;
+    auto branch = std::make_unique<Branch>();
+    branch->decoder = from.decoder->branch(at, branch->backend);
+    branch->parent = static_cast<int64_t>(current_);
+    branch->at_step = at;
+    branch->plan = plan;
+    branch->beam_node = node;
+    branch->findings.assign(from.findings.begin(), from.findings.begin() + std::min<size_t>(from.findings.size(), at));
+    branch->path = branch_path(options_.record_path, branches_.size());
+    if (!branch->path.empty()) branch->writer = std::make_unique<SessionWriter>(branch->path, branch->decoder->session());
+    branches_.push_back(std::move(branch));
+    current_ = branches_.size() - 1;
+    publish(true);
+    std::string reason;
+    if (stop_reason(*branches_[current_]).empty()) one_step(planned_choice(*branches_[current_]), RunGoal{}, reason);
+    set_state(stop_reason(*branches_[current_]).empty() ? LiveState::Paused : LiveState::Finished,
+              cat("branch ", current_, " follows beam hypothesis ", node, " from step ", at));
+}
+
 void LiveRunner::publish(bool replaced) {
     const Branch& branch = *branches_[current_];
     const Session& session = branch.decoder->session();
@@ -471,7 +556,8 @@ void LiveRunner::publish(bool replaced) {
     status_.branches = branches_.size();
     branch_info_.clear();
     for (const auto& b : branches_)
-        branch_info_.push_back({b->parent, b->at_step, static_cast<int64_t>(b->decoder->session().steps.size()), b->path});
+        branch_info_.push_back(
+            {b->parent, b->at_step, static_cast<int64_t>(b->decoder->session().steps.size()), b->path, b->beam_node});
 }
 
 void LiveRunner::finish_recordings() {

@@ -25,6 +25,7 @@
 #include "engine/attention_metrics.h"
 #include "engine/backend.h"
 #include "engine/decoder.h"
+#include "engine/parallel.h"
 #include "engine/watchpoint.h"
 
 namespace attn {
@@ -49,6 +50,9 @@ struct RunGoal {
 
 struct LiveOptions {
     std::string record_path;  // "" = don't record
+    // The runtime thread and its own worker pool run at this priority so that the UI thread and
+    // the renderer keep the machine when they need it (engine/parallel.h).
+    ThreadPriority runtime_priority = ThreadPriority::Background;
     bool loop_alarm = true;
     LoopAlarmParams loop;
 };
@@ -90,6 +94,11 @@ public:
     void cancel();                                 // a prefill in progress, or a run
     void set_sampling(const SamplingSettings& settings);
     void branch(int64_t step, int32_t token);      // force `token` at `step` on a new branch
+    // Beam search (sampling.beams > 1): start() searches after the prefill and the run replays the
+    // best hypothesis; follow_beam(node) replays the hypothesis ending at `node` of the session's
+    // BeamTree instead, on a new branch from the step where it leaves the current one (or selects
+    // the branch that already follows it).
+    void follow_beam(int32_t node);
     void select_branch(size_t index);
     void set_watchpoints(std::vector<Watchpoint> watchpoints);
     void add_keyframe(int64_t step, std::string name);
@@ -107,6 +116,7 @@ public:
         int64_t at_step = -1;
         int64_t steps = 0;
         std::string recording;  // its session file ("" when not recording)
+        int32_t beam_node = -1;  // the beam hypothesis it replays (-1: sampled, not a beam)
     };
     std::vector<BranchInfo> branches() const;
 
@@ -116,7 +126,7 @@ public:
 private:
     struct Branch;
     struct Command {
-        enum Kind { Start, Step, Run, SetSampling, BranchAt, SelectBranch, SetWatchpoints, AddKeyframe };
+        enum Kind { Start, Step, Run, SetSampling, BranchAt, SelectBranch, SetWatchpoints, AddKeyframe, FollowBeam };
         Kind kind = Start;
         GenerationRequest request;
         int64_t count = 0, step = 0;
@@ -133,6 +143,11 @@ private:
     void do_start(const GenerationRequest& request);
     void do_steps(int64_t count, const RunGoal& goal, bool is_run);
     bool one_step(const StepChoice& choice, const RunGoal& goal, std::string& pause_reason);
+    void do_follow_beam(int32_t node);
+    // The decoder's stop reason, or the end of the beam hypothesis the branch replays.
+    std::string stop_reason(const Branch& branch) const;
+    // The next step's choice: the planned beam token, if the branch replays one.
+    StepChoice planned_choice(const Branch& branch) const;
     void publish(bool replaced);
     void finish_recordings();
     void set_state(LiveState state, std::string message);
@@ -141,7 +156,9 @@ private:
     BackendKind backend_kind_;
     LiveOptions options_;
 
-    // Runtime-thread state.
+    // Runtime-thread state. The backend's and the metrics' parallel loops run on pool_ (at
+    // runtime_priority), never on the shared pool the UI thread uses.
+    std::unique_ptr<ThreadPool> pool_;
     std::vector<std::unique_ptr<Branch>> branches_;
     size_t current_ = 0;
     std::vector<Watchpoint> watchpoints_runtime_;

@@ -3,14 +3,48 @@
 #include <cblas.h>
 
 #include <atomic>
+#ifdef __linux__
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace attn {
 
-ThreadPool::ThreadPool(int threads) {
+void set_current_thread_priority(ThreadPriority priority) {
+#ifdef __linux__
+    const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+    switch (priority) {
+        case ThreadPriority::Normal: return;
+        case ThreadPriority::Low: setpriority(PRIO_PROCESS, tid, 10); return;
+        case ThreadPriority::Background: {
+            sched_param param{};
+            param.sched_priority = 0;
+            // Needs no privilege; where it is refused anyway (seccomp), the lowest nice does most of it.
+            if (sched_setscheduler(static_cast<pid_t>(tid), SCHED_IDLE, &param) != 0) setpriority(PRIO_PROCESS, tid, 19);
+            return;
+        }
+    }
+#else
+    (void)priority;
+#endif
+}
+
+ThreadPool::ThreadPool(int threads, ThreadPriority priority) {
     int total = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
     if (total < 1) total = 1;
-    for (int i = 1; i < total; ++i) workers_.emplace_back([this] { worker_loop(); });
+    for (int i = 1; i < total; ++i) workers_.emplace_back([this, priority] { worker_loop(priority); });
 }
+
+namespace {
+thread_local ThreadPool* g_current_pool = nullptr;
+}
+
+ThreadPool& ThreadPool::current() { return g_current_pool ? *g_current_pool : shared(); }
+
+ThreadPool::UseOnThisThread::UseOnThisThread(ThreadPool& pool) : previous_(g_current_pool) { g_current_pool = &pool; }
+ThreadPool::UseOnThisThread::~UseOnThisThread() { g_current_pool = previous_; }
 
 ThreadPool::~ThreadPool() {
     {
@@ -45,7 +79,8 @@ void ThreadPool::run_items() {
     }
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(ThreadPriority priority) {
+    set_current_thread_priority(priority);
     uint64_t seen = 0;
     for (;;) {
         {

@@ -10,9 +10,19 @@
 
 namespace attn {
 
+// How a background thread shares the machine with the UI (Linux; elsewhere every thread is Normal).
+//   Low:        nice 10 — still gets a fair share under load.
+//   Background: SCHED_IDLE — runs only on CPU time nothing else wants, so the UI thread, the
+//               renderer's threads and the display server always go first (the live debugger's
+//               model: a frame never waits behind a decode step).
+enum class ThreadPriority { Normal, Low, Background };
+void set_current_thread_priority(ThreadPriority priority);
+
 class ThreadPool {
 public:
-    explicit ThreadPool(int threads = 0);  // 0: hardware concurrency
+    // threads 0: hardware concurrency. The workers run at `priority` (the live debugger's
+    // runtime has its own Background pool so that it yields to the UI).
+    explicit ThreadPool(int threads = 0, ThreadPriority priority = ThreadPriority::Normal);
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
@@ -23,9 +33,24 @@ public:
     void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
     static ThreadPool& shared();  // process-wide pool sized to the machine
+    // The pool this thread's parallel loops use: shared() unless a UseOnThisThread is alive.
+    static ThreadPool& current();
+
+    // Makes `pool` this thread's current() for the object's lifetime (the live runner's thread
+    // points the cpu backend and its metrics at its own low-priority pool this way).
+    class UseOnThisThread {
+    public:
+        explicit UseOnThisThread(ThreadPool& pool);
+        ~UseOnThisThread();
+        UseOnThisThread(const UseOnThisThread&) = delete;
+        UseOnThisThread& operator=(const UseOnThisThread&) = delete;
+
+    private:
+        ThreadPool* previous_;
+    };
 
 private:
-    void worker_loop();
+    void worker_loop(ThreadPriority priority);
     void run_items();
 
     std::vector<std::thread> workers_;

@@ -46,6 +46,29 @@ struct StepRecord {
     std::vector<float> attention_ms;  // per layer
 };
 
+// Beam search (SamplingSettings::beams > 1): every hypothesis kept in a beam at some step, or
+// finished there, with its parent — the search as a tree (engine/beam_search.h).
+struct BeamNode {
+    int32_t token_id = 0;
+    int32_t parent = -1;   // node of the previous token; -1 at step 0 (the prompt)
+    int32_t step = 0;      // decode step of this token
+    int32_t slot = 0;      // its rank among the step's beams (0 = best so far)
+    double score = 0;      // cumulative log-probability of the hypothesis up to this token
+    bool finished = false;  // ended with end of sequence here
+};
+
+struct BeamTree {
+    int beams = 0;                 // 0: no beam search ran
+    std::vector<BeamNode> nodes;   // in the order the search made them (steps ascending)
+    std::vector<int32_t> finals;   // the final hypotheses (finished, or alive at the end)
+    int32_t best = -1;             // the final with the highest length-normalised score
+
+    bool empty() const { return nodes.empty(); }
+    std::vector<int32_t> lineage(int32_t node) const;   // node indices from step 0 to `node`
+    std::vector<int32_t> tokens_of(int32_t node) const;  // their token ids
+    double normalised_score(int32_t node) const;        // score / tokens
+};
+
 // A named step of the timeline ("where the loop starts"), saved with the session.
 struct Keyframe {
     int64_t step = 0;
@@ -73,6 +96,7 @@ struct Session {
     std::shared_ptr<CaptureStore> capture;
     std::vector<Keyframe> keyframes;
     std::vector<HeadLabel> head_labels;  // in the order they were added
+    BeamTree beam_tree;                // the search, when decoded with beams
     double prefill_ms = 0;             // the prompt's forward pass
     bool recovered_incomplete = false;  // loaded from a file that was cut short
 

@@ -238,6 +238,49 @@ float float_from_json(const json& value, const char* what) {
 }
 
 double double_field(const json& object, const char* key) { return double_from_json(object.at(key), key); }
+
+// The beam search tree (footer; it is known only after the prompt ran): nodes as compact
+// [token, parent, step, slot, score, finished] rows.
+json beam_tree_json(const BeamTree& tree) {
+    json nodes = json::array();
+    for (const BeamNode& n : tree.nodes)
+        nodes.push_back(json::array({n.token_id, n.parent, n.step, n.slot, json_from_double(n.score), n.finished}));
+    return {{"beams", tree.beams}, {"best", tree.best}, {"finals", tree.finals}, {"nodes", nodes}};
+}
+
+BeamTree beam_tree_from_json(const json& value) {
+    auto damaged_tree = [](const std::string& why) { fail("session file is damaged: beam tree: ", why); };
+    if (!value.is_object() || !value.contains("nodes") || !value.at("nodes").is_array()) damaged_tree("not an object with nodes");
+    BeamTree tree;
+    tree.beams = int_field<int>(value, "beams");
+    tree.best = int_field<int32_t>(value, "best");
+    for (const json& row : value.at("nodes")) {
+        if (!row.is_array() || row.size() != 6 || !row[0].is_number_integer() || !row[1].is_number_integer() ||
+            !row[2].is_number_integer() || !row[3].is_number_integer() || !row[5].is_boolean())
+            damaged_tree(cat("node ", tree.nodes.size(), " is not [token, parent, step, slot, score, finished]"));
+        BeamNode n;
+        n.token_id = row[0].get<int32_t>();
+        n.parent = row[1].get<int32_t>();
+        n.step = row[2].get<int32_t>();
+        n.slot = row[3].get<int32_t>();
+        n.score = double_from_json(row[4], "beam node score");
+        n.finished = row[5].get<bool>();
+        const int32_t index = static_cast<int32_t>(tree.nodes.size());
+        // Parents come first and are one step earlier: the tree can be walked without checks later.
+        if (n.parent >= index || n.parent < -1 || (n.parent >= 0 && tree.nodes[n.parent].step != n.step - 1) ||
+            (n.parent < 0 && n.step != 0))
+            damaged_tree(cat("node ", index, " has parent ", n.parent, " at the wrong step"));
+        tree.nodes.push_back(n);
+    }
+    const int32_t count = static_cast<int32_t>(tree.nodes.size());
+    if (!value.contains("finals") || !value.at("finals").is_array()) damaged_tree("no finals");
+    for (const json& f : value.at("finals")) {
+        if (!f.is_number_integer() || f.get<int32_t>() < 0 || f.get<int32_t>() >= count) damaged_tree("a final is not a node");
+        tree.finals.push_back(f.get<int32_t>());
+    }
+    if (tree.best < -1 || tree.best >= count) damaged_tree(cat("best hypothesis ", tree.best, " is not a node"));
+    return tree;
+}
 float float_field(const json& object, const char* key) { return float_from_json(object.at(key), key); }
 bool bool_field(const json& object, const char* key) { return object.at(key).get<bool>(); }
 
@@ -778,13 +821,14 @@ void SessionWriter::finish(const Session& session) {
     json head_labels = json::array();
     for (const HeadLabel& label : session.head_labels)
         head_labels.push_back({{"layer", label.layer}, {"head", label.head}, {"text", json_from_bytes(label.text)}});
-    const json totals = {{"positions", positions_written_},
-                         {"steps", steps_written_},
-                         {"tokens", tokens_written_},
-                         {"overview_chunks", overview_chunks},
-                         {"keyframes", keyframes},
-                         {"head_labels", head_labels},
-                         {"prefill_ms", json_from_double(session.prefill_ms)}};
+    json totals = {{"positions", positions_written_},
+                   {"steps", steps_written_},
+                   {"tokens", tokens_written_},
+                   {"overview_chunks", overview_chunks},
+                   {"keyframes", keyframes},
+                   {"head_labels", head_labels},
+                   {"prefill_ms", json_from_double(session.prefill_ms)}};
+    if (!session.beam_tree.empty()) totals["beam_tree"] = beam_tree_json(session.beam_tree);
     write_chunk(kFooterChunk, json_payload(totals, {}));
     if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
         fail("cannot write session file ", quoted(partial_path_), ": ", errno_text());
@@ -1114,6 +1158,7 @@ private:
             session_.head_labels = std::move(parsed);
         }
         if (totals.contains("prefill_ms")) session_.prefill_ms = double_field(totals, "prefill_ms");
+        if (totals.contains("beam_tree")) session_.beam_tree = beam_tree_from_json(totals.at("beam_tree"));
         footer_seen_ = true;
     }
 

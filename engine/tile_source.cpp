@@ -25,7 +25,7 @@ void for_range(int64_t n, bool inline_work, const std::function<void(int64_t)>& 
     if (inline_work) {
         for (int64_t i = 0; i < n; ++i) fn(i);
     } else {
-        ThreadPool::shared().parallel_for(n, fn);
+        ThreadPool::current().parallel_for(n, fn);
     }
 }
 

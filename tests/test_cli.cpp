@@ -152,23 +152,22 @@ TEST_CASE("a capture killed mid-way reopens with its complete steps", "[cli][ses
               static_cast<char*>(nullptr));
         _exit(127);
     }
-    // Wait until a few steps are on disk, then kill it hard.
+    // Wait until a few steps are on disk (as recovery reads them: a flush writes several chunks,
+    // so growth of the file alone says little on a loaded machine), then kill it hard.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    uintmax_t size_seen = 0;
-    int growths = 0;
-    while (std::chrono::steady_clock::now() < deadline && growths < 4) {
+    size_t steps_on_disk = 0;
+    while (std::chrono::steady_clock::now() < deadline && steps_on_disk < 3) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        std::error_code ec;
-        const uintmax_t size = fs::file_size(partial, ec);
-        if (!ec && size > size_seen) {
-            size_seen = size;
-            ++growths;
+        try {
+            steps_on_disk = attn::load_session(partial.string()).steps.size();
+        } catch (const std::exception&) {
+            // not there yet, or only the header so far
         }
     }
     kill(child, SIGKILL);
     int status = 0;
     waitpid(child, &status, 0);
-    REQUIRE(growths >= 4);
+    REQUIRE(steps_on_disk >= 3);
     CHECK_FALSE(fs::exists(session));  // never renamed: it did not finish
     const Result missing = run("inspect " + session.string());
     CHECK(missing.exit_code != 0);
@@ -254,5 +253,74 @@ TEST_CASE("scripted live debugger: step, run to a watchpoint, scrub, diff, keyfr
     }
     REQUIRE(loaded.keyframes.size() == 1);
     CHECK(loaded.keyframes[0].name == "the start");
+#endif
+}
+
+TEST_CASE("scripted live debugger: beam tree, following a beam, loading another model from the panel", "[cli][live]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
+#ifndef ATTNSCOPE_HAVE_APP
+    WARN("SKIPPED: this build has no windowed debugger");
+    return;
+#else
+    if (!attn::app::find_in_path("Xvfb")) {
+        WARN("SKIPPED: Xvfb is not installed (the scripted debugger runs its panels on a private X server)");
+        return;
+    }
+    const char* prompt = "One, two, three, four, five,";
+    auto backend = attn::make_cpu_backend(*model);
+    attn::GenerationRequest request;
+    request.prompt = prompt;
+    request.sampling.max_new_tokens = 4;
+    request.sampling.stop_at_eos = false;
+    request.sampling.beams = 2;
+    const attn::Session reference = attn::generate(*model, *backend, request);
+    const attn::BeamTree& tree = reference.beam_tree;
+    int32_t other = -1;
+    for (int32_t f : tree.finals)
+        if (f != tree.best) other = f;
+    REQUIRE(other >= 0);
+
+    const std::string tiny = std::string(ATTNSCOPE_FIXTURES_DIR) + "/tiny_models/tiny_llama";
+    const fs::path script = scratch("beams.script"), png = scratch("beams.png");
+    const char* keep = std::getenv("ATTNSCOPE_KEEP_SCREENSHOT");  // to look at the panel by eye
+    {
+        std::ofstream out(script);
+        out << "wait_idle\nrun\nwait_idle\nstate\n"
+            << "follow_beam " << other << "\nrun\nwait_idle\nstate\nscreenshot " << png.string() << "\n"
+            << "load_model " << fs::path(tiny).string() << "_missing\nstate\n"
+            << "load_model " << tiny << "\nwait_idle\nwait 3\nwait_idle\nstep 2\nwait_idle\nstate\n";
+    }
+    const Result r = run(std::string("view --headless --prompt \"") + prompt + "\" -n 4 --beams 2 --size 1280x800 --script " +
+                         script.string() + " --record " + scratch("beams.attn").string());
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::vector<nlohmann::json> states;
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);)
+        if (!line.empty() && line[0] == '{') states.push_back(nlohmann::json::parse(line));
+    REQUIRE(states.size() == 4);
+    // The run replayed the best hypothesis of the search the view shows as a tree.
+    REQUIRE(states[0].contains("beam"));
+    CHECK(states[0]["beam"]["nodes"] == tree.nodes.size());
+    CHECK(states[0]["beam"]["best"] == tree.best);
+    CHECK(states[0]["beam"]["followed"] == tree.best);
+    const std::vector<int32_t> best_tokens = tree.tokens_of(tree.best), other_tokens = tree.tokens_of(other);
+    for (size_t t = 0; t < best_tokens.size(); ++t) CHECK(states[0]["step_tokens"][t] == best_tokens[t]);
+    // Following another hypothesis: a second branch that replays it.
+    CHECK(states[1]["beam"]["followed"] == other);
+    CHECK(states[1]["branches"] == 2);
+    for (size_t t = 0; t < other_tokens.size(); ++t) CHECK(states[1]["step_tokens"][t] == other_tokens[t]);
+    CHECK(fs::file_size(png) > 10000);
+    if (keep) fs::copy_file(png, keep, fs::copy_options::overwrite_existing);
+    // A model that does not exist: the panel says why, the run goes on.
+    CHECK_THAT(states[2]["model_error"].get<std::string>(), Catch::Contains("does not exist"));
+    CHECK(states[2]["branches"] == 2);
+    // Another model loaded from the panel: the run restarted on it with the same prompt.
+    CHECK(states[3]["model"] != states[0]["model"]);
+    CHECK(states[3]["steps"] == 2);
+    CHECK(states[3]["branches"] == 1);
+    CHECK(states[3]["state"] == "paused");
+    // The panel's sampling (2 beams) carried over: two steps into the replay of the new search's best.
+    CHECK(states[3]["beam"]["followed"].get<int>() >= 0);
 #endif
 }

@@ -123,6 +123,7 @@ std::unique_ptr<Model> tiny_model(Flavour flavour, uint32_t seed = 1) {
     return model;
 }
 
+#ifdef ATTNSCOPE_HAVE_CUDA  // the parity helpers below serve only the tests that need a device
 std::vector<int32_t> random_tokens(int vocab, size_t n, uint32_t seed) {
     std::mt19937 rng(seed);
     std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
@@ -174,6 +175,8 @@ std::vector<float> lse_of(const CaptureStore& s, int layer) {
     s.copy_lse(layer, 0, s.positions(), v.data());
     return v;
 }
+
+#endif  // ATTNSCOPE_HAVE_CUDA
 
 // ---- the CLI ------------------------------------------------------------------------------------------
 

@@ -321,3 +321,85 @@ TEST_CASE("replacing the overview's last block rows from a runtime's mirror", "[
     REQUIRE_THROWS_WITH(empty.replace_overview_rows(1, sums.data(), maxes.data(), stride), Catch::Contains("missing"));
     REQUIRE_THROWS_WITH(partial.replace_overview_rows(0, sums.data(), maxes.data(), 2), Catch::Contains("cannot hold"));
 }
+
+TEST_CASE("live runner with beams: the search's tree, the best hypothesis replayed, another followed", "[live]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
+    GenerationRequest request = live_request(6);
+    request.sampling.beams = 3;
+    auto backend = make_cpu_backend(*model);
+    const Session generated = generate(*model, *backend, request);
+    const BeamTree& tree = generated.beam_tree;
+    REQUIRE_FALSE(tree.empty());
+    CHECK(tree.beams == 3);
+    REQUIRE(tree.best >= 0);
+    // A tree: parents come first, one step earlier; siblings differ in their token.
+    for (size_t i = 0; i < tree.nodes.size(); ++i) {
+        const BeamNode& n = tree.nodes[i];
+        if (n.parent >= 0) {
+            REQUIRE(n.parent < static_cast<int32_t>(i));
+            REQUIRE(tree.nodes[n.parent].step == n.step - 1);
+        }
+        for (size_t j = 0; j < i; ++j)
+            if (tree.nodes[j].parent == n.parent && tree.nodes[j].step == n.step) REQUIRE(tree.nodes[j].token_id != n.token_id);
+    }
+    // generate() replays the best hypothesis; its beam ids are the slots along it.
+    const std::vector<int32_t> best = tree.lineage(tree.best);
+    REQUIRE(generated.steps.size() == best.size());
+    for (size_t t = 0; t < best.size(); ++t) {
+        CHECK(generated.steps[t].token_id == tree.nodes[best[t]].token_id);
+        CHECK(generated.steps[t].beam_id == tree.nodes[best[t]].slot);
+    }
+    // The cumulative log-probability of the replay is the search's score (same model, same prefix).
+    CHECK(generated.steps.back().cumulative_logprob == Approx(tree.nodes[tree.best].score).epsilon(1e-3));
+
+    // The tree survives a session file.
+    TempDir dir("beams");
+    save_session(dir.file("beams.attn"), generated);
+    const Session reloaded = load_session(dir.file("beams.attn"));
+    REQUIRE(reloaded.beam_tree.nodes.size() == tree.nodes.size());
+    CHECK(reloaded.beam_tree.best == tree.best);
+    CHECK(reloaded.beam_tree.finals == tree.finals);
+    for (size_t i = 0; i < tree.nodes.size(); ++i) {
+        CHECK(reloaded.beam_tree.nodes[i].token_id == tree.nodes[i].token_id);
+        CHECK(reloaded.beam_tree.nodes[i].parent == tree.nodes[i].parent);
+        CHECK(reloaded.beam_tree.nodes[i].score == Approx(tree.nodes[i].score));
+    }
+
+    // Live: the same search, then steps replay the best hypothesis and stop at its end.
+    LiveRunner runner(*model, BackendKind::Cpu);
+    runner.start(request);
+    runner.run();
+    REQUIRE(runner.wait_idle(300));
+    Session view;
+    std::vector<StepFindings> findings;
+    uint64_t generation = 0;
+    runner.sync(view, findings, generation);
+    REQUIRE(view.beam_tree.nodes.size() == tree.nodes.size());
+    REQUIRE(view.steps.size() == best.size());
+    for (size_t t = 0; t < best.size(); ++t) CHECK(view.steps[t].token_id == generated.steps[t].token_id);
+    CHECK(runner.status().state == LiveState::Finished);
+
+    // Follow another final hypothesis: a new branch from where it leaves the best one replays it.
+    int32_t other = -1;
+    for (int32_t f : tree.finals)
+        if (f != tree.best) other = f;
+    REQUIRE(other >= 0);
+    const std::vector<int32_t> other_tokens = tree.tokens_of(other);
+    size_t shared = 0;
+    while (shared < other_tokens.size() && shared < best.size() && other_tokens[shared] == tree.nodes[best[shared]].token_id) ++shared;
+    runner.follow_beam(other);
+    runner.run();
+    REQUIRE(runner.wait_idle(300));
+    runner.sync(view, findings, generation);
+    CHECK(runner.status().branches == 2);
+    REQUIRE(view.steps.size() == other_tokens.size());
+    for (size_t t = 0; t < other_tokens.size(); ++t) CHECK(view.steps[t].token_id == other_tokens[t]);
+    CHECK(runner.branches().back().at_step == static_cast<int64_t>(shared));
+    CHECK(runner.branches().back().beam_node == other);
+    // Following it again selects that branch instead of making a third.
+    runner.select_branch(0);
+    runner.follow_beam(other);
+    REQUIRE(runner.wait_idle(60));
+    CHECK(runner.status().branches == 2);
+    CHECK(runner.status().branch == 1);
+}

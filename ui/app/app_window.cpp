@@ -8,6 +8,7 @@
 #include <stb_image_write.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -447,6 +448,9 @@ bool AppWindow::begin_frame() {
 }
 
 bool AppWindow::end_frame(const PreRecord& pre, const std::string& screenshot_path) {
+    using Clock = std::chrono::steady_clock;
+    const auto ms_since = [](Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); };
+    auto phase = Clock::now();
     ImGui::Render();
     ImDrawData* draw_data = ImGui::GetDrawData();
     VkDevice device = context_->device();
@@ -463,6 +467,8 @@ bool AppWindow::end_frame(const PreRecord& pre, const std::string& screenshot_pa
     if (acquired == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
     else ATTN_VK(acquired);
     ATTN_VK(vkResetFences(device, 1, &frame.fence));
+    last_timing_.wait_ms = ms_since(phase);
+    phase = Clock::now();
 
     VkCommandBuffer cmd = frame.cmd;
     ATTN_VK(vkResetCommandBuffer(cmd, 0));
@@ -544,12 +550,14 @@ bool AppWindow::end_frame(const PreRecord& pre, const std::string& screenshot_pa
     submit.signalSemaphoreCount = 1;
     submit.pSignalSemaphores = &render_complete_[image_index];
     ATTN_VK(vkQueueSubmit(context_->queue(), 1, &submit, frame.fence));
+    last_timing_.record_submit_ms = ms_since(phase);
 
     if (screenshot) {
         ATTN_VK(vkWaitForFences(device, 1, &frame.fence, VK_TRUE, UINT64_MAX));
         write_screenshot(screenshot_path);
     }
 
+    phase = Clock::now();
     VkPresentInfoKHR present{VK_STRUCTURE_TYPE_PRESENT_INFO_KHR};
     present.waitSemaphoreCount = 1;
     present.pWaitSemaphores = &render_complete_[image_index];
@@ -559,6 +567,7 @@ bool AppWindow::end_frame(const PreRecord& pre, const std::string& screenshot_pa
     const VkResult presented = vkQueuePresentKHR(context_->queue(), &present);
     if (presented == VK_ERROR_OUT_OF_DATE_KHR || presented == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
     else ATTN_VK(presented);
+    last_timing_.present_ms = ms_since(phase);
     frame_index_ = (frame_index_ + 1) % kFramesInFlight;
     ++frames_presented_;
     return true;

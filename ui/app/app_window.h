@@ -92,6 +92,14 @@ public:
     float framebuffer_scale_x() const;
     float framebuffer_scale_y() const;
 
+    // Where the last end_frame's time went on the calling thread: waiting for a frame slot and a
+    // swapchain image (the renderer still busy with earlier frames), recording and submitting, and
+    // presenting (on lavapipe under X11 the image is copied to the X server here).
+    struct FrameTiming {
+        double wait_ms = 0, record_submit_ms = 0, present_ms = 0;
+    };
+    const FrameTiming& last_timing() const { return last_timing_; }
+
     bool blit_supported() const { return blit_supported_; }
     const std::string& font_note() const { return font_note_; }
     uint64_t frames_presented() const { return frames_presented_; }
@@ -142,6 +150,7 @@ private:
     bool imgui_glfw_ = false, imgui_vulkan_ = false;
     std::string font_note_;
     uint64_t frames_presented_ = 0;
+    FrameTiming last_timing_;
 
     render::GpuBuffer screenshot_buffer_;
 };

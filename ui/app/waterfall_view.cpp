@@ -10,7 +10,15 @@ WaterfallView::WaterfallView(render::VulkanContext& context, DebuggerModel& mode
 
 render::MatrixExtent WaterfallView::extent() const { return view::waterfall_extent(model_.session()); }
 
-void WaterfallView::fit() { view_.fit(extent(), /*square_cells=*/false); }
+void WaterfallView::fit() {
+    fitted_extent_ = extent();
+    view_.fit(fitted_extent_, /*square_cells=*/false);
+    fitted_view_ = view_;
+}
+
+void WaterfallView::take_requests() {
+    if (extent() != fitted_extent_ && view_ == fitted_view_) fit();
+}
 
 int64_t WaterfallView::highlighted_row() const {
     const int64_t step = model_.selected_query - model_.session().prompt_tokens;

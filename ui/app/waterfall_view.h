@@ -21,10 +21,16 @@ public:
     void fit() override;
 
 private:
+    // Live growth: a waterfall still showing its fitted view fits again as steps are added (one
+    // the user zoomed or panned stays where it is).
+    void take_requests() override;
     void row_clicked(int64_t step) override { model_.show_step(step); }
     int64_t highlighted_row() const override;
     std::string row_label(int64_t step) const override;
     std::string describe_row(const view::HoverInfo& hover) const override;
+
+    render::ViewTransform fitted_view_;
+    render::MatrixExtent fitted_extent_;
 };
 
 }  // namespace attn::app

@@ -21,8 +21,12 @@
 #include "ui/app/app_window.h"
 #include "ui/app/debugger_model.h"
 #include "ui/app/map_view.h"
+#include "ui/app/waterfall_view.h"
+#include "ui/panels/beam_tree_panel.h"
 #include "ui/panels/diff_panel.h"
+#include "ui/panels/head_grid_panel.h"
 #include "ui/panels/head_selector_panel.h"
+#include "ui/panels/model_loader_panel.h"
 #include "ui/panels/run_controls_panel.h"
 #include "ui/panels/step_inspector_panel.h"
 #include "ui/panels/timeline_panel.h"
@@ -53,6 +57,10 @@ struct Debugger {
     std::unique_ptr<CpuTileSource> source;
     std::unique_ptr<DebuggerModel> model;
     std::unique_ptr<MapView> map;
+    std::unique_ptr<WaterfallView> waterfall;  // below the map while the session has decode steps
+    bool show_waterfall = true;
+    bool show_head_grid = false;  // the centre shows the head grid instead of the map
+    panels::HeadGridState head_grid;
     panels::ViewControlsState controls;
     panels::HeadEntropyGrid entropy;
     panels::TokenStripState strip;
@@ -66,6 +74,7 @@ struct Debugger {
     LiveRunner* runner = nullptr;
     Session live_session;
     int64_t demo_step = -2;  // the step demo mode last followed
+    panels::ModelLoaderState loader;
     float content_scale = 1.f;  // the window's, for state_json
     std::optional<float> scale_request;  // a script's 'dpi S', applied between frames
 };
@@ -75,7 +84,7 @@ class ScriptDriver {
 public:
     explicit ScriptDriver(std::vector<view::ScriptAction> actions) : actions_(std::move(actions)) {}
     bool done() const {
-        return next_ >= actions_.size() && wait_frames_ == 0 && !wait_exact_ && !hover_pending_ && !wait_idle_;
+        return next_ >= actions_.size() && wait_frames_ == 0 && !wait_exact_ && !hover_pending_ && !wait_idle_ && !wait_model_;
     }
 
     // Before the UI is built: applies actions until one needs frames to pass.
@@ -95,6 +104,10 @@ public:
             const bool synced = d.model && d.bound_generation == status.generation && d.model->steps() == status.steps;
             if (!(idle && synced) && std::chrono::steady_clock::now() < deadline_) return;
             wait_idle_ = false;
+        }
+        if (wait_model_) {
+            if (d.loader.loading.valid() && std::chrono::steady_clock::now() < deadline_) return;
+            wait_model_ = false;
         }
         if (!d.model || state_pending_) return;  // live: nothing to act on until the prompt has run
         DebuggerModel& model = *d.model;
@@ -133,6 +146,20 @@ public:
                 d.diff.follow = false;
                 d.diff.step_a = static_cast<int>(view::script_number(a, 0));
                 d.diff.step_b = static_cast<int>(view::script_number(a, 1));
+            } else if (v == "heads") {
+                if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": heads on|off");
+                d.show_head_grid = a.args[0] == "on";
+                if (d.show_head_grid) panels::finish_head_grid(model, d.head_grid);  // scripts see the finished grid
+            } else if (v == "waterfall") {
+                if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": waterfall on|off");
+                d.show_waterfall = a.args[0] == "on";
+            } else if (v == "load_model") {
+                // Loads in the background as the panel does; the run restarts on it when loaded.
+                const std::string path = joined(a, 0);
+                panels::start_model_load(d.loader, path == "default" ? std::string() : path);
+                wait_model_ = true;
+                deadline_ = deadline_in(300.0);
+                return;
             } else if (v == "dpi") {
                 // Simulates moving the window to a monitor of another content scale.
                 d.scale_request = static_cast<float>(view::script_number(a, 0));
@@ -168,6 +195,8 @@ public:
                     if (step < 0 || step >= model.steps() || rank >= model.session().steps[step].top.size())
                         fail("script line ", a.line, ": no alternative ", rank, " at step ", step);
                     d.runner->branch(step, model.session().steps[step].top[rank].id);
+                } else if (v == "follow_beam") {
+                    d.runner->follow_beam(static_cast<int32_t>(view::script_number(a, 0)));
                 } else if (v == "wait_idle") {
                     wait_idle_ = true;
                     deadline_ = deadline_in(a.args.empty() ? 300.0 : view::script_number(a, 0));
@@ -206,6 +235,11 @@ public:
         for (const StepRecord& r : model.session().steps) tokens.push_back(r.token_id);
         j["step_tokens"] = tokens;
         j["keyframes"] = model.session().keyframes.size();
+        if (!model.session().beam_tree.empty()) {
+            const BeamTree& tree = model.session().beam_tree;
+            j["beam"] = {{"nodes", tree.nodes.size()}, {"best", tree.best}, {"finals", tree.finals},
+                         {"followed", panels::beam_node_followed(model.session())}};
+        }
         j["content_scale"] = d.content_scale;
         j["font_px"] = ImGui::GetFontSize();
         if (d.runner) {
@@ -214,6 +248,8 @@ public:
             j["message"] = status.message;
             j["branches"] = status.branches;
             j["branch"] = status.branch;
+            j["model"] = d.loader.loaded_name;
+            if (!d.loader.note.empty()) j["model_error"] = d.loader.note;
         }
         nlohmann::json hits = nlohmann::json::array();
         for (const StepFindings& f : d.findings)
@@ -244,7 +280,7 @@ private:
     std::vector<view::ScriptAction> actions_;
     size_t next_ = 0;
     int wait_frames_ = 0;
-    bool wait_exact_ = false, hover_pending_ = false, wait_idle_ = false, state_pending_ = false;
+    bool wait_exact_ = false, hover_pending_ = false, wait_idle_ = false, state_pending_ = false, wait_model_ = false;
     std::chrono::steady_clock::time_point deadline_;
 };
 
@@ -289,9 +325,13 @@ int run(const WindowedViewOptions& options) {
     const Session* session = options.session;
     std::string source_name = "(given)";
     std::unique_ptr<LiveRunner> runner;
+    LiveOptions live;
+    live.record_path = options.record_path;
+    live.runtime_priority = options.runtime_priority;
+    const Model* live_model = options.model;
+    std::unique_ptr<Model> loaded_model;  // one loaded from the panel (replaces options.model)
     if (options.model) {
-        LiveOptions live;
-        live.record_path = options.record_path;
+        d.loader.loaded_name = options.model->identity.name;
         runner = std::make_unique<LiveRunner>(*options.model, options.backend, live);
         runner->start(options.live_request);
         d.runner = runner.get();
@@ -349,6 +389,7 @@ int run(const WindowedViewOptions& options) {
         Debugger& d;
         ~ReleaseViews() {
             d.diff = {};
+            d.waterfall.reset();
             d.map.reset();
             d.model.reset();
             d.source.reset();
@@ -367,10 +408,16 @@ int run(const WindowedViewOptions& options) {
 
     // (Re)binds the views to a session: at start-up, and in live mode whenever the runner replaces it.
     auto bind = [&](const Session& shown) {
+        // The map's tile producers may still be computing from the old source: it goes only
+        // after reset_source() has stopped them.
+        std::unique_ptr<CpuTileSource> previous_source = std::move(d.source);
         d.source = std::make_unique<CpuTileSource>(*shown.capture);
         if (d.model) {
             d.model->rebind(shown, *d.source);
             d.map->reset_source();
+            d.waterfall->reset_source();
+            previous_source.reset();
+            if (live_model) d.model->tokenizer = live_model->tokenizer.get();
         } else {
             d.model = std::make_unique<DebuggerModel>(shown, *d.source);
             DebuggerModel& model = *d.model;
@@ -379,11 +426,12 @@ int run(const WindowedViewOptions& options) {
             model.settings.plane = options.plane == "sum" ? render::Plane::Sum : render::Plane::Max;
             model.settings.colormap = *map_kind;
             model.settings.scale = options.scale == "log" ? render::ValueScale::Log : render::ValueScale::Linear;
-            if (options.model) model.tokenizer = options.model->tokenizer.get();
+            if (live_model) model.tokenizer = live_model->tokenizer.get();
             if (options.select_query >= model.positions())
                 fail("--select ", options.select_query, " is out of range (0..", model.positions() - 1, ")");
             if (options.select_query >= 0) model.select_query(options.select_query);
             d.map = std::make_unique<MapView>(context, model, cache_options);
+            d.waterfall = std::make_unique<WaterfallView>(context, model, cache_options);
         }
         d.strip = {};
         d.entropy = {};
@@ -410,14 +458,34 @@ int run(const WindowedViewOptions& options) {
     for (;;) {
         const auto start = std::chrono::steady_clock::now();
         // ---- live: take what the runner published ------------------------------------------
+        if (std::unique_ptr<Model> model = panels::take_loaded_model(d.loader)) {
+            // A model loaded from the panel: the run restarts on it with the panel's prompt. The
+            // views keep the old session until the new prompt has run (then they rebind).
+            runner.reset();  // finishes the recordings
+            if (d.model) d.model->tokenizer = nullptr;  // the old tokens are not the new model's
+            std::unique_ptr<Model> previous = std::move(loaded_model);
+            loaded_model = std::move(model);
+            live_model = loaded_model.get();
+            runner = std::make_unique<LiveRunner>(*live_model, options.backend, live);
+            d.runner = runner.get();
+            d.generation = 0;
+            d.bound_generation = ~uint64_t(0);
+            GenerationRequest request = panels::request_from(d.run);
+            if (request.prompt.empty()) request.prompt = options.live_request.prompt;
+            runner->start(request);
+            source_name = cat("live, ", live_model->config.arch_name, " ", live_model->identity.name);
+        }
         if (runner) {
             status = runner->status();
+            // A replaced session may hold the last reference to the capture the views read.
+            const std::shared_ptr<CaptureStore> shown_capture = d.live_session.capture;
             if (runner->sync(d.live_session, d.findings, d.generation)) {
                 if (d.generation != d.bound_generation && d.live_session.capture && d.live_session.capture->positions() > 0) {
                     bind(d.live_session);
                     d.bound_generation = d.generation;
                 } else if (d.model && d.model->positions() > d.bound_positions) {
                     d.map->rows_changed_from(d.bound_positions);
+                    d.waterfall->rows_changed_from(d.bound_positions);
                     d.bound_positions = d.model->positions();
         d.demo_step = -2;
                 }
@@ -465,6 +533,8 @@ int run(const WindowedViewOptions& options) {
         ImGui::Begin("Inspector", nullptr, fixed | ImGuiWindowFlags_NoTitleBar);
         if (runner && ImGui::CollapsingHeader("Run", ImGuiTreeNodeFlags_DefaultOpen))
             panels::draw_run_controls_panel(*runner, status, d.run);
+        if (ImGui::CollapsingHeader("Model", runner ? 0 : ImGuiTreeNodeFlags_DefaultOpen))
+            panels::draw_model_loader_panel(d.loader);
         if (d.model) {
             DebuggerModel& model = *d.model;
             if (ImGui::CollapsingHeader("View", ImGuiTreeNodeFlags_DefaultOpen))
@@ -503,6 +573,11 @@ int run(const WindowedViewOptions& options) {
                 panels::draw_step_inspector_panel(*d.model, d.findings, actions);
             }
             if (ImGui::CollapsingHeader("Diff", ImGuiTreeNodeFlags_DefaultOpen)) panels::draw_diff_panel(*d.model, d.diff);
+            if (!d.model->session().beam_tree.empty() && ImGui::CollapsingHeader("Beam tree", ImGuiTreeNodeFlags_DefaultOpen)) {
+                panels::BeamTreeActions beam_actions;
+                if (runner) beam_actions.follow = [&](int32_t node) { runner->follow_beam(node); };
+                panels::draw_beam_tree_panel(*d.model, panels::beam_node_followed(d.model->session()), beam_actions);
+            }
             if (runner && status.branches > 1 && ImGui::CollapsingHeader("Branches", ImGuiTreeNodeFlags_DefaultOpen)) {
                 const std::vector<LiveRunner::BranchInfo> branches = runner->branches();
                 for (size_t b = 0; b < branches.size(); ++b) {
@@ -520,26 +595,49 @@ int run(const WindowedViewOptions& options) {
         ImGui::End();
 
         const float map_w = io.DisplaySize.x - side - right;
+        // The waterfall (step × key) takes the lower third of the map's area once there are steps.
+        const bool waterfall_shown =
+            d.model && d.waterfall && d.show_waterfall && !d.show_head_grid && d.model->steps() > 0;
+        const float waterfall_h = waterfall_shown ? std::round((io.DisplaySize.y - strip_h) * 0.34f) : 0.f;
         ImGui::SetNextWindowPos(ImVec2(side, 0));
-        ImGui::SetNextWindowSize(ImVec2(map_w, io.DisplaySize.y - strip_h));
+        ImGui::SetNextWindowSize(ImVec2(map_w, io.DisplaySize.y - strip_h - waterfall_h));
         ImGui::Begin("Attention map", nullptr,
                      fixed | ImGuiWindowFlags_NoBackground | ImGuiWindowFlags_NoTitleBar | ImGuiWindowFlags_NoScrollbar |
                          ImGuiWindowFlags_NoScrollWithMouse);
         if (d.model) {
             DebuggerModel& model = *d.model;
+            if (ImGui::RadioButton("map", !d.show_head_grid)) d.show_head_grid = false;
+            ImGui::SameLine();
+            if (ImGui::RadioButton("all heads", d.show_head_grid)) d.show_head_grid = true;
+            ImGui::SameLine();
             ImGui::Text("layer %d  head %d  %s  %s", model.settings.layer, model.settings.head,
                         model.settings.plane == render::Plane::Max ? "max" : "sum",
                         model.settings.scale == render::ValueScale::Log ? "log" : "linear");
             ImGui::SameLine();
             if (options.demo && !caption.empty()) ImGui::TextColored(ImVec4(1, 0.85f, 0.4f, 1), "   %s", caption.c_str());
             else ImGui::TextDisabled("   wheel/+/-: zoom   drag/arrows: pan   F: fit   click: select row   [ ]: layer   , .: head");
-            d.map->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            if (d.show_head_grid) {
+                if (panels::draw_head_grid_panel(model, d.head_grid)) d.show_head_grid = false;  // opened a head
+            } else {
+                d.map->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            }
         } else if (runner) {
             ImGui::Text("%s: %s", to_string(status.state), status.message.c_str());
             if (status.prefill_total > 0)
                 ImGui::ProgressBar(float(status.prefill_done) / float(status.prefill_total), ImVec2(-1, 0));
         }
         ImGui::End();
+        if (waterfall_shown) {
+            ImGui::SetNextWindowPos(ImVec2(side, io.DisplaySize.y - strip_h - waterfall_h));
+            ImGui::SetNextWindowSize(ImVec2(map_w, waterfall_h));
+            ImGui::Begin("Waterfall", nullptr,
+                         fixed | ImGuiWindowFlags_NoBackground | ImGuiWindowFlags_NoTitleBar | ImGuiWindowFlags_NoScrollbar |
+                             ImGuiWindowFlags_NoScrollWithMouse);
+            ImGui::TextDisabled("waterfall: decode step × key, layer %d head %d   wheel: zoom (shift: keys, ctrl: steps)   click: go to step",
+                                d.model->settings.layer, d.model->settings.head);
+            d.waterfall->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            ImGui::End();
+        }
 
         ImGui::SetNextWindowPos(ImVec2(side, io.DisplaySize.y - strip_h));
         ImGui::SetNextWindowSize(ImVec2(map_w, strip_h));
@@ -561,7 +659,8 @@ int run(const WindowedViewOptions& options) {
 
         // ---- screenshots and auto-exit --------------------------------------------------
         std::string shot;
-        const bool map_settled = !d.map || d.map->stats().all_exact() || !d.map->busy();
+        const bool map_settled = (!d.map || d.map->stats().all_exact() || !d.map->busy()) &&
+                                 (!waterfall_shown || d.waterfall->stats().all_exact() || !d.waterfall->busy());
         const bool frames_done = options.frames <= 0 || frames + 1 >= static_cast<uint64_t>(options.frames);
         if (script_shot && map_settled) {
             shot = *script_shot;
@@ -582,7 +681,8 @@ int run(const WindowedViewOptions& options) {
         }
         const auto built = std::chrono::steady_clock::now();
         window.end_frame([&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent) {
-            if (d.map) d.map->record_blit(cmd, image, extent, window.blit_supported());
+            if (d.map && !d.show_head_grid) d.map->record_blit(cmd, image, extent, window.blit_supported());
+            if (waterfall_shown) d.waterfall->record_blit(cmd, image, extent, window.blit_supported());
         }, shot);
         if (!shot.empty() && options.sequence_dir.empty()) std::fprintf(stderr, "attnscope: screenshot written to %s\n", shot.c_str());
         if (!shot.empty() && options.report && shot == options.screenshot) options.report->screenshot = shot;
@@ -593,6 +693,8 @@ int run(const WindowedViewOptions& options) {
         if (options.report) {
             options.report->frame_ms.push_back(frame_ms);
             options.report->build_ms.push_back(std::chrono::duration<double, std::milli>(built - start).count());
+            options.report->wait_ms.push_back(window.last_timing().wait_ms);
+            options.report->present_ms.push_back(window.last_timing().present_ms);
             options.report->frame_live_busy.push_back(live_busy ? 1 : 0);
             options.report->live_steps = status.steps;
             options.report->content_scale = window.content_scale();

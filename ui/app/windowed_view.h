@@ -21,6 +21,7 @@ struct WindowedViewReport {
     std::string screenshot;  // written, if one was asked for
     std::vector<double> frame_ms;  // every frame's time on the UI thread (bench render --live)
     std::vector<double> build_ms;  // of which: syncing with the runner and building the UI (the rest renders and presents)
+    std::vector<double> wait_ms, present_ms;  // … waiting for a frame slot and image, and presenting
     std::vector<uint8_t> frame_live_busy;  // 1 where the live model was prefilling or decoding meanwhile
     int64_t live_steps = 0;        // steps the live run made
     float content_scale = 1.f;     // at the end (a script's 'dpi S' or the monitor changes it)
@@ -37,6 +38,7 @@ struct WindowedViewOptions {
     BackendKind backend = BackendKind::Auto;
     GenerationRequest live_request;
     std::string record_path;           // live: the session file every step is appended to
+    ThreadPriority runtime_priority = ThreadPriority::Background;  // live: the model's threads (engine/parallel.h)
     bool demo = false;                 // demo mode: run at a watchable pace, views follow, captions
     double demo_steps_per_second = 3;
     std::string sequence_dir;          // demo: also write every frame as NNNNN.png here

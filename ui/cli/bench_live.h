@@ -10,6 +10,7 @@ struct LiveBenchOptions {
     int tokens = 48;
     bool validation = false;
     bool json_only = false;
+    std::string runtime_priority = "background";  // normal, low or background (the model's threads)
 };
 
 // Frame times of the whole debugger while the cpu backend decodes live (see bench_live.cpp).

@@ -41,6 +41,7 @@ struct BenchRenderCommand {
     bool json_only = false;
     bool live = false;
     int live_tokens = 48;
+    std::string runtime_priority = "background";
 
     void run() const {
         if (live) {
@@ -50,6 +51,7 @@ struct BenchRenderCommand {
             if (size != "2560x1440") options.size = size;
             options.validation = validation;
             options.json_only = json_only;
+            options.runtime_priority = runtime_priority;
             run_live_render_bench(options);
             return;
 #else
@@ -226,6 +228,8 @@ void add_bench_render_command(CLI::App& bench) {
                      "The whole debugger while the cpu backend decodes the default model (UI frame times)");
     render->add_option("--live-tokens", cmd->live_tokens, "Tokens decoded during --live (default 48)")
         ->check(CLI::Range(1, 4096));
+    render->add_option("--runtime-priority", cmd->runtime_priority,
+                       "--live: the model's threads: normal, low (nice 10) or background (SCHED_IDLE, the default)");
     render->callback([cmd] { cmd->run(); });
 #else
     CLI::App* render = bench.add_subcommand("render", "Vulkan renderer benchmark (not in this build)");

@@ -118,6 +118,8 @@ void draw_run_controls_panel(LiveRunner& runner, const LiveStatus& status, RunCo
         if (ImGui::InputInt("seed", &seed)) s.seed = static_cast<uint64_t>(std::max(0, seed));
         ImGui::EndDisabled();
         ImGui::SliderInt("token budget", &s.max_new_tokens, 1, 4096);
+        ImGui::SliderInt("beams (on restart)", &s.beams, 1, 8);
+        if (ImGui::IsItemHovered()) ImGui::SetTooltip("beam search runs after the prompt; the steps then replay its best hypothesis");
         if (ImGui::Button("Apply")) runner.set_sampling(s);
         ImGui::TreePop();
     }

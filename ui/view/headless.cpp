@@ -29,7 +29,7 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
         {"step", {0, 1}},     {"run", {0, 1}},    {"run_to_text", {1, 64}}, {"wait_idle", {0, 1}},
         {"scrub", {1, 1}},    {"follow", {0, 0}}, {"diff", {2, 2}},         {"watch", {1, 64}},
         {"keyframe", {2, 64}}, {"branch", {2, 2}}, {"state", {0, 0}},        {"play", {0, 1}},
-        {"dpi", {1, 1}}};
+        {"dpi", {1, 1}},      {"follow_beam", {1, 1}}, {"load_model", {1, 64}}, {"heads", {1, 1}}};
     return table;
 }
 
