@@ -6,6 +6,7 @@
 
 #include "engine/generation.h"
 #include "engine/memory.h"
+#include "engine/provenance.h"
 #include "engine/tile_source.h"
 
 namespace attn {
@@ -61,6 +62,9 @@ Decoder::Decoder(const Model& model, Backend& backend, const GenerationRequest& 
         session_.capture = std::make_unique<CaptureStore>(capture_shape_of(model.config));
     }
     sampler_ = std::make_unique<Sampler>(s);
+    // The capture's provenance record (engine/provenance.h): model, tokenizer, backend, machine, time.
+    if (request.capture)
+        session_.provenance = provenance_to_json(capture_provenance(model, backend.name(), session_)).dump();
 }
 
 void Decoder::run_and_record_logits(std::span<const int32_t> ids, const ProgressFn& progress) {
@@ -155,6 +159,7 @@ std::unique_ptr<Decoder> Decoder::branch(int64_t steps, std::unique_ptr<Backend>
     s.prefill_ms = session_.prefill_ms;
     s.beam_tree = session_.beam_tree;  // the search is the same; the branch may follow another hypothesis
     s.head_labels = session_.head_labels;
+    s.provenance = session_.provenance;
     if (session_.capture) s.capture = copy_capture_prefix(*session_.capture, keep);
     child->top_alternatives_ = top_alternatives_;
     child->cumulative_ = steps > 0 ? session_.steps[steps - 1].cumulative_logprob : 0.0;

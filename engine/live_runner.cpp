@@ -147,6 +147,17 @@ void LiveRunner::set_watchpoints(std::vector<Watchpoint> watchpoints) {
     enqueue(std::move(c));
 }
 
+void LiveRunner::set_rules(std::shared_ptr<const RuleSet> rules) {
+    {
+        std::lock_guard lock(mutex_);
+        rules_ = rules;
+    }
+    Command c;
+    c.kind = Command::SetRules;
+    c.rules = std::move(rules);
+    enqueue(std::move(c));
+}
+
 void LiveRunner::add_keyframe(int64_t step, std::string name) {
     Command c;
     c.kind = Command::AddKeyframe;
@@ -196,6 +207,11 @@ bool LiveRunner::sync(Session& view, std::vector<StepFindings>& findings, uint64
 std::vector<Watchpoint> LiveRunner::watchpoints() const {
     std::lock_guard lock(mutex_);
     return watchpoints_;
+}
+
+std::shared_ptr<const RuleSet> LiveRunner::rules() const {
+    std::lock_guard lock(mutex_);
+    return rules_;
 }
 
 std::vector<LiveRunner::BranchInfo> LiveRunner::branches() const {
@@ -270,6 +286,10 @@ void LiveRunner::execute(Command& command) {
             return;
         }
         case Command::SetWatchpoints: watchpoints_runtime_ = std::move(command.watchpoints); return;
+        case Command::SetRules:
+            rules_runtime_ = std::move(command.rules);
+            rule_heads_ready_ = false;
+            return;
         case Command::AddKeyframe: {
             if (branches_.empty()) fail("start a prompt before marking keyframes");
             Session& session = branches_[current_]->decoder->session();
@@ -319,6 +339,7 @@ void LiveRunner::do_start(const GenerationRequest& request) {
     cancel_ = false;
     finish_recordings();
     branches_.clear();
+    rule_heads_ready_ = false;  // label selectors resolve again on the new session
     current_ = 0;
     auto branch = std::make_unique<Branch>();
     branch->backend = make_backend(backend_kind_, model_);
@@ -399,7 +420,7 @@ void LiveRunner::do_steps(int64_t count, const RunGoal& goal, bool is_run) {
             while (!queue_.empty() && !yield) {
                 Command& next = queue_.front();
                 if (next.kind == Command::SetSampling || next.kind == Command::SetWatchpoints ||
-                    next.kind == Command::AddKeyframe) {
+                    next.kind == Command::AddKeyframe || next.kind == Command::SetRules) {
                     Command light = std::move(next);
                     queue_.pop_front();
                     lock.unlock();
@@ -449,6 +470,17 @@ bool LiveRunner::one_step(const StepChoice& choice, const RunGoal& goal, std::st
                 found.hits.push_back(hit);
             }
         }
+        if (rules_runtime_ && !rules_runtime_->rules.empty()) {
+            if (!rule_heads_ready_) {
+                rule_heads_ = resolve_rule_heads(*rules_runtime_, session);
+                rule_heads_ready_ = true;
+            }
+            for (size_t r = 0; r < rules_runtime_->rules.size(); ++r) {
+                if (!rules_runtime_->rules[r].checks_steps()) continue;
+                RuleResult result = evaluate_rule(*rules_runtime_, r, session, source, rule_heads_[r], step);
+                if (result.verdict == Verdict::Fail) found.rule_violations.push_back(std::move(result));
+            }
+        }
         if (options_.loop_alarm) {
             LoopAlarm alarm = detect_loop(session, source, step, options_.loop);
             if (alarm.fired) found.loop = std::move(alarm);
@@ -459,6 +491,13 @@ bool LiveRunner::one_step(const StepChoice& choice, const RunGoal& goal, std::st
                            "\" fired at step ", step);
         keep_going = false;
     }
+    if (keep_going && goal.stop_at_watchpoints)
+        for (const RuleResult& violation : found.rule_violations)
+            if (rules_runtime_->rules[violation.rule].pause) {
+                pause_reason = cat("rule \"", rules_runtime_->rules[violation.rule].id, "\" violated at step ", step);
+                keep_going = false;
+                break;
+            }
     branch.findings.resize(static_cast<size_t>(step) + 1);
     branch.findings[step] = std::move(found);
 

@@ -1,10 +1,11 @@
 #pragma once
 // The live debugger's runtime: a Decoder on its own thread, driven by commands from the UI
 // (start, step, run, run to a goal, pause, cancel, branch, sampling changes) that never block the
-// caller. After each step it checks the watchpoints and the loop alarm, ranks the heads whose focus
-// moved most, and publishes the step; the UI pulls what is new with sync() once per frame. The
-// capture store is shared with the UI (it is safe for one appender and many readers); tokens,
-// text and steps are copied (only what is new).
+// caller. After each step it checks the watchpoints, the rules (engine/rules.h: those whose scope
+// includes decode steps) and the loop alarm, ranks the heads whose focus moved most, and publishes
+// the step; the UI pulls what is new with sync() once per frame. The capture store is shared with
+// the UI (it is safe for one appender and many readers); tokens, text and steps are copied (only
+// what is new).
 //
 // Branches: branch(step, token) forks the current session before `step`, forces `token` there and
 // makes the fork current; every branch is kept and can be shown again (select_branch).
@@ -26,6 +27,7 @@
 #include "engine/backend.h"
 #include "engine/decoder.h"
 #include "engine/parallel.h"
+#include "engine/rules.h"
 #include "engine/watchpoint.h"
 
 namespace attn {
@@ -44,7 +46,7 @@ const char* to_string(LiveState state);
 struct RunGoal {
     int64_t steps = -1;               // this many more steps (-1: no limit but max_new_tokens)
     std::string stop_string;          // the text generated during this run contains it
-    bool stop_at_watchpoints = true;  // a watchpoint fires
+    bool stop_at_watchpoints = true;  // a watchpoint fires, or a rule with pause = true is violated
     double steps_per_second = 0;      // 0: as fast as the model goes (demo mode paces itself)
 };
 
@@ -63,6 +65,10 @@ struct StepFindings {
     std::vector<size_t> watchpoints_fired;  // indices into the watchpoint list at that time
     std::vector<WatchpointHit> hits;        // one per fired watchpoint
     std::optional<LoopAlarm> loop;          // set when the loop alarm fired
+    // The rules violated at this step (each a RuleResult holding that step's failed check; .rule indexes
+    // the rule set in force then). Rules apply their heads as resolved at the first step checked
+    // (label selectors: the fingerprints of the session as it was then).
+    std::vector<RuleResult> rule_violations;
     // Every head's change vs the previous position's query, ranked (the UI's "previous → shown"
     // diff reads it from here instead of computing it again).
     std::optional<StepDiff> change;
@@ -101,6 +107,7 @@ public:
     void follow_beam(int32_t node);
     void select_branch(size_t index);
     void set_watchpoints(std::vector<Watchpoint> watchpoints);
+    void set_rules(std::shared_ptr<const RuleSet> rules);  // null or empty: none
     void add_keyframe(int64_t step, std::string name);
 
     // ---- UI side (never blocks on the model) ----
@@ -110,6 +117,7 @@ public:
     // shared, not copied. Returns true if anything changed.
     bool sync(Session& view, std::vector<StepFindings>& findings, uint64_t& generation) const;
     std::vector<Watchpoint> watchpoints() const;
+    std::shared_ptr<const RuleSet> rules() const;
     // The branch each branch was forked from and at which step (-1 for the first).
     struct BranchInfo {
         int64_t parent = -1;
@@ -126,7 +134,7 @@ public:
 private:
     struct Branch;
     struct Command {
-        enum Kind { Start, Step, Run, SetSampling, BranchAt, SelectBranch, SetWatchpoints, AddKeyframe, FollowBeam };
+        enum Kind { Start, Step, Run, SetSampling, BranchAt, SelectBranch, SetWatchpoints, AddKeyframe, FollowBeam, SetRules };
         Kind kind = Start;
         GenerationRequest request;
         int64_t count = 0, step = 0;
@@ -134,6 +142,7 @@ private:
         RunGoal goal;
         SamplingSettings sampling;
         std::vector<Watchpoint> watchpoints;
+        std::shared_ptr<const RuleSet> rules;
         std::string name;
     };
 
@@ -162,6 +171,9 @@ private:
     std::vector<std::unique_ptr<Branch>> branches_;
     size_t current_ = 0;
     std::vector<Watchpoint> watchpoints_runtime_;
+    std::shared_ptr<const RuleSet> rules_runtime_;
+    std::vector<std::vector<HeadRef>> rule_heads_;  // per rule; resolved at the first step checked
+    bool rule_heads_ready_ = false;
 
     // Shared (mutex_).
     mutable std::mutex mutex_;
@@ -173,6 +185,7 @@ private:
     Session published_;  // the current branch's tokens, text and steps as the UI may see them
     std::vector<StepFindings> published_findings_;
     std::vector<Watchpoint> watchpoints_;
+    std::shared_ptr<const RuleSet> rules_;
     std::vector<BranchInfo> branch_info_;
     std::atomic<bool> cancel_{false}, pause_{false};
     std::thread thread_;

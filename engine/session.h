@@ -99,6 +99,9 @@ struct Session {
     BeamTree beam_tree;                // the search, when decoded with beams
     double prefill_ms = 0;             // the prompt's forward pass
     bool recovered_incomplete = false;  // loaded from a file that was cut short
+    // The capture's provenance record as JSON text (engine/provenance.h), "" when none (sessions
+    // from files older than it, hand-made sessions). Session files keep it in the footer.
+    std::string provenance;
 
     int64_t positions() const { return static_cast<int64_t>(tokens.size()); }
 };

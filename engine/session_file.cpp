@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/provenance.h"
 #include "engine/tile_source.h"
 
 #ifndef ATTNSCOPE_VERSION
@@ -50,8 +51,9 @@ using json = nlohmann::json;
 //         per layer Q [n, n_head, head_dim], K [n, n_kv_head, head_dim], LSE [n, n_head]
 //   STEP  u64 json size, JSON (steps and tokens added since the previous one), step text bytes
 //   OVRV  u32 layer, u32 head, u64 cells, u32 float encoding, u32 reserved, sums then maxes
-//   FOOT  u64 json size, JSON totals (and the keyframes and user head labels, both optional: files
-//         from before them have neither); present only when the file is complete
+//   FOOT  u64 json size, JSON totals (and the keyframes, user head labels and the capture's provenance
+//         record (engine/provenance.h), all optional: files from before them lack them); present
+//         only when the file is complete
 // Float arrays are stored "byte-shuffled": all least significant bytes of their little-endian
 // form, then all second bytes, and so on. Exponent bytes then sit together, which zstd
 // compresses far better than interleaved floats (bf16-origin values even leave whole planes zero).
@@ -829,6 +831,7 @@ void SessionWriter::finish(const Session& session) {
                    {"head_labels", head_labels},
                    {"prefill_ms", json_from_double(session.prefill_ms)}};
     if (!session.beam_tree.empty()) totals["beam_tree"] = beam_tree_json(session.beam_tree);
+    totals["provenance"] = session_provenance_for_save(session);  // engine/provenance.h
     write_chunk(kFooterChunk, json_payload(totals, {}));
     if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
         fail("cannot write session file ", quoted(partial_path_), ": ", errno_text());
@@ -1159,6 +1162,11 @@ private:
         }
         if (totals.contains("prefill_ms")) session_.prefill_ms = double_field(totals, "prefill_ms");
         if (totals.contains("beam_tree")) session_.beam_tree = beam_tree_from_json(totals.at("beam_tree"));
+        // The capture's provenance record; files from before it have none.
+        if (totals.contains("provenance")) {
+            if (!totals.at("provenance").is_object()) damaged("footer provenance is not an object");
+            session_.provenance = totals.at("provenance").dump();
+        }
         footer_seen_ = true;
     }
 

@@ -178,6 +178,11 @@ void GpuTileSource::tile_to_device(const TileRequest& request, float* device_sum
 }
 
 Tile GpuTileSource::tile(const TileRequest& request) const {
+    // The tile kernel makes the map's square, origin-aligned tiles; waterfall tiles (a row level
+    // of their own, rows from a first query) come from the cpu source until the kernel learns them.
+    if (!request.square())
+        fail("the cuda tile source makes square map tiles only (row level delta ", request.row_level_delta,
+             ", first query ", request.first_query, "); use the cpu tile source for waterfall tiles");
     Tile tile;
     tile.request = request;
     tile.sum.resize(size_t(Tile::kEdge) * Tile::kEdge);

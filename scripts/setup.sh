@@ -9,6 +9,8 @@ BUILD_DIR=${ATTNSCOPE_BUILD_DIR:-build}
 # ---- Debian packages --------------------------------------------------------------------
 packages=(build-essential cmake ninja-build pkg-config python3 python3-pip
           libopenblas-dev libicu-dev libzstd-dev nlohmann-json3-dev libcli11-dev catch2 libstb-dev libsodium-dev libigraph-dev
+          # syntax (link-grammar + its English dictionary), TOML rule and ontology files
+          liblink-grammar-dev link-grammar-dictionaries-en libtomlplusplus-dev
           # the debugger: Vulkan (lavapipe renders on machines without a GPU), GLFW, ImGui, fonts, Xvfb for tests
           libvulkan-dev vulkan-validationlayers mesa-vulkan-drivers glslc libglfw3-dev libimgui-dev
           fonts-dejavu-core fonts-noto-cjk xvfb xauth)

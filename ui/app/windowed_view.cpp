@@ -1,6 +1,9 @@
 #include "ui/app/windowed_view.h"
 
+#include <GLFW/glfw3.h>
 #include <imgui.h>
+#include <stb_image.h>
+#include <stb_image_write.h>
 
 #include <nlohmann/json.hpp>
 
@@ -17,12 +20,18 @@
 #include <utility>
 
 #include "engine/error.h"
+#include "engine/head_fingerprints.h"
 #include "engine/session_file.h"
 #include "ui/app/app_window.h"
 #include "ui/app/debugger_model.h"
 #include "ui/app/map_view.h"
 #include "ui/app/waterfall_view.h"
 #include "ui/panels/beam_tree_panel.h"
+#include "ui/panels/clusters_panel.h"
+#include "ui/panels/compare_panel.h"
+#include "ui/panels/fingerprints_panel.h"
+#include "ui/panels/sentence_graph_panel.h"
+#include "ui/panels/text_view_panel.h"
 #include "ui/panels/diff_panel.h"
 #include "ui/panels/head_grid_panel.h"
 #include "ui/panels/head_selector_panel.h"
@@ -51,6 +60,35 @@ std::pair<int, int> parse_window_size(const std::string& text) {
 }
 
 
+// What the centre of the window shows.
+enum class Centre { Map, Heads, Text, Graph, Fingerprints, Compare, Clusters };
+constexpr Centre kCentres[] = {Centre::Map, Centre::Heads, Centre::Text, Centre::Graph, Centre::Fingerprints, Centre::Compare,
+                               Centre::Clusters};
+const char* centre_name(Centre c) {
+    switch (c) {
+        case Centre::Map: return "map";
+        case Centre::Heads: return "heads";
+        case Centre::Text: return "text";
+        case Centre::Graph: return "graph";
+        case Centre::Fingerprints: return "fingerprints";
+        case Centre::Compare: return "compare";
+        case Centre::Clusters: return "clusters";
+    }
+    return "?";
+}
+const char* centre_button(Centre c) {
+    switch (c) {
+        case Centre::Map: return "map";
+        case Centre::Heads: return "all heads";
+        case Centre::Text: return "text";
+        case Centre::Graph: return "sentence graph";
+        case Centre::Fingerprints: return "heads table";
+        case Centre::Compare: return "compare";
+        case Centre::Clusters: return "clusters";
+    }
+    return "?";
+}
+
 // Everything a frame draws: the session shown (from a file, or synced from the live runner), the
 // tile source over its capture, the debugger model, the map and the panels' states.
 struct Debugger {
@@ -59,7 +97,7 @@ struct Debugger {
     std::unique_ptr<MapView> map;
     std::unique_ptr<WaterfallView> waterfall;  // below the map while the session has decode steps
     bool show_waterfall = true;
-    bool show_head_grid = false;  // the centre shows the head grid instead of the map
+    Centre centre = Centre::Map;
     panels::HeadGridState head_grid;
     panels::ViewControlsState controls;
     panels::HeadEntropyGrid entropy;
@@ -77,14 +115,209 @@ struct Debugger {
     panels::ModelLoaderState loader;
     float content_scale = 1.f;  // the window's, for state_json
     std::optional<float> scale_request;  // a script's 'dpi S', applied between frames
+
+    // Issue 6: heads and text.
+    panels::FingerprintsState fingerprints;
+    panels::TextViewState text;
+    panels::SentenceGraphState graph;
+    panels::CompareState compare;
+    panels::ClustersState clusters;
+    // The view's user labels (the heads table edits them). They are copied into the session the
+    // window shows (`editable`: a session file's, or the live view's copy) and saved with it; a
+    // live run's recording does not get them.
+    std::vector<HeadLabel> labels;
+    bool labels_taken = false;        // taken from the first session bound
+    Session* editable = nullptr;
+    std::string session_path;         // where the shown session came from (file mode)
+    std::string save_note;
+    render::VulkanContext* context = nullptr;
+    render::TileCacheOptions cache_options;
+    float fb_x = 1, fb_y = 1;
+    std::array<float, 4> centre_rect{};  // the centre window, framebuffer pixels (view PNGs are cropped to it)
+
+    void labels_changed() {
+        if (editable) editable->head_labels = labels;
+    }
+    // Whether the fingerprints are needed now (a view shows them or filters by them).
+    bool fingerprints_needed() const {
+        return centre == Centre::Fingerprints || centre == Centre::Clusters || !fingerprints.filter.empty() ||
+               ((centre == Centre::Text || centre == Centre::Graph) && text.heads.mode == panels::HeadSetChoice::Mode::Label);
+    }
 };
+
+// The heads the text view (and the graph) use.
+panels::ResolvedHeads text_heads(const Debugger& d) {
+    return panels::resolve_heads(d.text.heads, *d.model, d.fingerprints, d.labels);
+}
+
+// Every worker behind what the centre shows has finished for the current state (scripts wait for
+// it before `state` and screenshots).
+bool views_settled(Debugger& d) {
+    if (!d.model) return true;
+    const DebuggerModel& model = *d.model;
+    if (d.fingerprints_needed() && !panels::fingerprints_current(model, d.fingerprints) && d.fingerprints.note.empty()) return false;
+    switch (d.centre) {
+        case Centre::Map: return true;
+        case Centre::Heads: return !d.head_grid.pending.valid();
+        case Centre::Fingerprints: return true;
+        case Centre::Text: return panels::text_view_settled(model, d.text, d.fingerprints, d.labels);
+        case Centre::Graph: return panels::sentence_graph_settled(model, d.graph, text_heads(d).heads);
+        case Centre::Compare: return panels::compare_settled(*d.model, d.compare);
+        case Centre::Clusters: return panels::clusters_settled(model, d.clusters, d.fingerprints, d.labels);
+    }
+    return true;
+}
+
+// Crops a window screenshot to a rectangle (framebuffer pixels), in place.
+void crop_png(const std::string& path, const std::array<float, 4>& rect) {
+    int w = 0, h = 0, channels = 0;
+    stbi_uc* pixels = stbi_load(path.c_str(), &w, &h, &channels, 4);
+    if (!pixels) fail(path, ": cannot read the screenshot back to crop it");
+    const int x0 = std::clamp(static_cast<int>(std::lround(rect[0])), 0, w - 1), y0 = std::clamp(static_cast<int>(std::lround(rect[1])), 0, h - 1);
+    const int x1 = std::clamp(static_cast<int>(std::lround(rect[2])), x0 + 1, w), y1 = std::clamp(static_cast<int>(std::lround(rect[3])), y0 + 1, h);
+    std::vector<uint8_t> out(size_t(x1 - x0) * size_t(y1 - y0) * 4);
+    for (int y = y0; y < y1; ++y)
+        std::copy(pixels + (size_t(y) * size_t(w) + size_t(x0)) * 4, pixels + (size_t(y) * size_t(w) + size_t(x1)) * 4,
+                  out.begin() + static_cast<std::ptrdiff_t>(size_t(y - y0) * size_t(x1 - x0) * 4));
+    stbi_image_free(pixels);
+    if (!stbi_write_png(path.c_str(), x1 - x0, y1 - y0, 4, out.data(), (x1 - x0) * 4)) fail(path, ": cannot write the cropped view");
+}
+
+std::string script_words(const view::ScriptAction& a, size_t from) {
+    std::string out;
+    for (size_t i = from; i < a.args.size(); ++i) out += (i > from ? " " : "") + a.args[i];
+    return out;
+}
+
+// The script verbs of issue 6's views (heads and text; the list is in ui/view/headless.cpp).
+// Returns false for any other verb. Blocks where a script needs the result (exports, a session
+// opened for comparison), as the panels' buttons would wait for their workers.
+bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
+    DebuggerModel& model = *d.model;
+    const CaptureShape& shape = model.session().capture->shape();
+    const std::string& v = a.verb;
+    auto head_of = [&](size_t i) {
+        const int layer = static_cast<int>(view::script_number(a, i)), head = static_cast<int>(view::script_number(a, i + 1));
+        if (layer < 0 || layer >= shape.n_layer || head < 0 || head >= shape.n_head)
+            fail("script line ", a.line, ": head L", layer, "H", head, " is out of range (", shape.n_layer, " layers × ",
+                 shape.n_head, " heads)");
+        return HeadRef{layer, head};
+    };
+    if (v == "centre") {
+        for (Centre c : kCentres)
+            if (a.args[0] == centre_name(c)) {
+                d.centre = c;
+                if (c == Centre::Heads) panels::finish_head_grid(model, d.head_grid);
+                return true;
+            }
+        fail("script line ", a.line, ": centre map|heads|text|graph|fingerprints|compare|clusters");
+    } else if (v == "text_level") {
+        d.text.level = parse_granularity(a.args[0]);
+        d.text.pinned = -1;
+        d.centre = d.centre == Centre::Graph ? Centre::Graph : Centre::Text;
+    } else if (v == "text_hover") {
+        d.text.pinned = static_cast<int64_t>(view::script_number(a, 0));
+        d.text.scroll_to_pinned = true;
+        d.text.pinned_by_script = true;
+    } else if (v == "text_heads") {
+        panels::parse_head_set(a.args, shape, d.text.heads);
+    } else if (v == "phrase") {
+        d.text.phrase_size = std::clamp(static_cast<int>(view::script_number(a, 0)), 1, 64);
+        if (a.args.size() > 1) {
+            if (a.args[1] != "uniform" && a.args[1] != "triangular") fail("script line ", a.line, ": phrase SIZE uniform|triangular");
+            d.text.weighting = a.args[1] == "uniform" ? WindowWeighting::Uniform : WindowWeighting::Triangular;
+        }
+    } else if (v == "graph") {
+        if (a.args[0] != "sentences" && a.args[0] != "paragraphs") fail("script line ", a.line, ": graph sentences|paragraphs");
+        d.graph.paragraphs = a.args[0] == "paragraphs";
+        d.centre = Centre::Graph;
+    } else if (v == "graph_select") {
+        // As a click on node N: the sentence is selected in the text view.
+        const std::vector<HeadRef> heads = text_heads(d).heads;
+        panels::update_sentence_graph(model, d.graph, heads, true);
+        if (!d.graph.job.has_value() || d.graph.paragraphs) fail("script line ", a.line, ": no sentence graph (", d.graph.job.error(), ")");
+        const SentenceGraph& g = d.graph.job.value().graph;
+        const int64_t node = static_cast<int64_t>(view::script_number(a, 0));
+        if (node < 0 || node >= static_cast<int64_t>(g.nodes.size())) fail("script line ", a.line, ": no node ", node);
+        d.graph.selected_node = node;
+        d.text.level = Granularity::Sentence;
+        d.text.pinned = g.nodes[static_cast<size_t>(node)];
+        d.text.scroll_to_pinned = true;
+        d.text.pinned_by_script = true;
+        d.centre = Centre::Text;
+    } else if (v == "compare") {
+        if (a.args.size() % 2 != 0) fail("script line ", a.line, ": compare L1 H1 L2 H2 [L3 H3 …]");
+        d.compare.heads.clear();
+        for (size_t i = 0; i + 1 < a.args.size(); i += 2) d.compare.heads.push_back(head_of(i));
+        d.compare.diff_a = 0;
+        d.compare.diff_b = 1;
+        d.centre = Centre::Compare;
+    } else if (v == "compare_diff") {
+        d.compare.diff_a = static_cast<int>(view::script_number(a, 0));
+        d.compare.diff_b = static_cast<int>(view::script_number(a, 1));
+    } else if (v == "compare_session") {
+        panels::compare_open_session(d.compare, script_words(a, 0), true);
+        d.centre = Centre::Compare;
+    } else if (v == "label") {
+        const HeadRef h = head_of(0);
+        panels::add_user_label(d.labels, shape, h.layer, h.head, script_words(a, 2));
+        d.labels_changed();
+    } else if (v == "unlabel") {
+        const HeadRef h = head_of(0);
+        panels::remove_user_labels(d.labels, h.layer, h.head, script_words(a, 2));
+        d.labels_changed();
+    } else if (v == "save_session") {
+        Session copy = model.session();
+        copy.head_labels = d.labels;
+        save_session(script_words(a, 0), copy);
+        d.save_note = cat("saved to ", script_words(a, 0));
+    } else if (v == "heads_sort") {
+        const auto column = panels::parse_fingerprint_column(a.args[0]);
+        if (!column) fail("script line ", a.line, ": unknown column '", a.args[0], "' (head, entropy, normalized_entropy, sink, previous_token, induction, local, distance, keys90, positional, labels)");
+        d.fingerprints.sort = *column;
+        d.fingerprints.ascending = a.args.size() < 2 || a.args[1] == "asc";
+        d.fingerprints.sort_from_script = true;
+        panels::update_fingerprints(model, d.fingerprints, true);
+    } else if (v == "heads_filter") {
+        d.fingerprints.filter = a.args[0] == "all" ? std::string() : script_words(a, 0);
+        panels::update_fingerprints(model, d.fingerprints, true);
+    } else if (v == "clusters") {
+        d.clusters.options.method = parse_projection_method(a.args[0]);
+        if (a.args.size() > 1) d.clusters.options.features = parse_projection_features(a.args[1]);
+        if (a.args.size() > 2) d.clusters.options.k = static_cast<int>(view::script_number(a, 2));
+        if (a.args.size() > 3) d.clusters.options.seed = static_cast<uint64_t>(view::script_number(a, 3));
+        d.centre = Centre::Clusters;
+    } else if (v == "export") {
+        const std::string path = script_words(a, 0);
+        const std::string ext = std::filesystem::path(path).extension().string();
+        if (ext == ".png") {
+            d.text.png_request = path;  // the centre, cropped from the next frame's screenshot
+        } else if (d.centre == Centre::Text) {
+            panels::export_text_matrix(model, d.text, d.fingerprints, d.labels, path);
+        } else if (d.centre == Centre::Graph) {
+            panels::export_graph_matrix(model, d.graph, text_heads(d).heads, path);
+        } else if (d.centre == Centre::Clusters) {
+            panels::update_fingerprints(model, d.fingerprints, true);
+            panels::export_clusters(model, d.clusters, d.fingerprints, d.labels, path);
+        } else {
+            fail("script line ", a.line, ": 'export' writes the numbers of the text view, the sentence graph or the clusters (centre ",
+                 centre_name(d.centre), " has none; the heads table: attnscope heads SESSION --json)");
+        }
+    } else if (v == "export_segments") {
+        panels::export_text_segments(model, d.text, script_words(a, 0));
+    } else {
+        return false;
+    }
+    return true;
+}
 
 // Runs a headless-format script against the window, one step per frame.
 class ScriptDriver {
 public:
     explicit ScriptDriver(std::vector<view::ScriptAction> actions) : actions_(std::move(actions)) {}
     bool done() const {
-        return next_ >= actions_.size() && wait_frames_ == 0 && !wait_exact_ && !hover_pending_ && !wait_idle_ && !wait_model_;
+        return next_ >= actions_.size() && wait_frames_ == 0 && !wait_exact_ && !hover_pending_ && !wait_idle_ && !wait_model_ &&
+               !state_pending_;
     }
 
     // Before the UI is built: applies actions until one needs frames to pass.
@@ -94,7 +327,10 @@ public:
             return;
         }
         if (wait_exact_) {
-            if (d.map && !d.map->stats().all_exact() && std::chrono::steady_clock::now() < deadline_) return;
+            bool exact = !d.map || d.map->stats().all_exact();
+            if (d.centre == Centre::Compare)
+                for (const auto& view : d.compare.views) exact = exact && view->stats().all_exact();
+            if (!exact && std::chrono::steady_clock::now() < deadline_) return;
             wait_exact_ = false;
         }
         if (wait_idle_) {
@@ -110,6 +346,7 @@ public:
             wait_model_ = false;
         }
         if (!d.model || state_pending_) return;  // live: nothing to act on until the prompt has run
+        if (screenshot_request) return;          // the screenshot waits for the views to settle: so does the script
         DebuggerModel& model = *d.model;
         MapView& map = *d.map;
         const CaptureShape& shape = model.session().capture->shape();
@@ -118,7 +355,9 @@ public:
         while (next_ < actions_.size()) {
             const view::ScriptAction& a = actions_[next_++];
             const std::string& v = a.verb;
-            if (view::apply_view_action(a, model.shown_positions(), shape, map.view(), s)) continue;
+            // In the comparison, zoom and pan go to the maps' shared view.
+            render::ViewTransform& target = d.centre == Centre::Compare && d.compare.have_shared ? d.compare.shared : map.view();
+            if (view::apply_view_action(a, model.shown_positions(), shape, target, s)) continue;
             if (v == "hover") {
                 // The tooltip shows from this frame on; the JSON line is printed after the frame.
                 map.set_scripted_hover(std::make_pair(view::script_number(a, 0), view::script_number(a, 1)));
@@ -148,8 +387,13 @@ public:
                 d.diff.step_b = static_cast<int>(view::script_number(a, 1));
             } else if (v == "heads") {
                 if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": heads on|off");
-                d.show_head_grid = a.args[0] == "on";
-                if (d.show_head_grid) panels::finish_head_grid(model, d.head_grid);  // scripts see the finished grid
+                d.centre = a.args[0] == "on" ? Centre::Heads : Centre::Map;
+                if (d.centre == Centre::Heads) panels::finish_head_grid(model, d.head_grid);  // scripts see the finished grid
+            } else if (apply_heads_and_text_action(d, a)) {
+                if (v == "compare" || v == "compare_session" || v == "centre") {
+                    wait_frames_ = 2;  // the maps are created and sized in the next frames
+                    return;
+                }
             } else if (v == "waterfall") {
                 if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": waterfall on|off");
                 d.show_waterfall = a.args[0] == "on";
@@ -166,7 +410,8 @@ public:
                 wait_frames_ = 1;
                 return;
             } else if (v == "state") {
-                state_pending_ = true;  // printed after a frame, once the diff is current
+                state_pending_ = true;  // printed after a frame, once the diff and the views are current
+                deadline_ = deadline_in(180.0);
                 return;
             } else if (v == "watch") {
                 const Watchpoint w = parse_watchpoint(joined(a, 0));
@@ -206,13 +451,16 @@ public:
         }
     }
 
-    void after_frame(const Debugger& d) {
+    void after_frame(Debugger& d) {
         if (hover_pending_ && d.map) {
             std::printf("%s\n", view::hover_json(d.map->hover()).c_str());
             std::fflush(stdout);
             hover_pending_ = false;
         }
-        if (state_pending_ && d.model && (!d.diff.enabled || (d.diff.result && !d.diff.pending.valid()))) {
+        // Printed once the diff (there is none before the first decode step) and the centre's views are
+        // current, or after the deadline.
+        const bool diff_ready = !d.diff.enabled || (d.model && d.model->steps() == 0) || (d.diff.result && !d.diff.pending.valid());
+        if (state_pending_ && d.model && ((diff_ready && views_settled(d)) || std::chrono::steady_clock::now() > deadline_)) {
             std::printf("%s\n", state_json(d).c_str());
             std::fflush(stdout);
             state_pending_ = false;
@@ -220,7 +468,7 @@ public:
     }
 
     // One JSON line for scripts and tests: what the debugger shows and knows right now.
-    static std::string state_json(const Debugger& d) {
+    static std::string state_json(Debugger& d) {
         const DebuggerModel& model = *d.model;
         nlohmann::json j;
         j["positions"] = model.positions();
@@ -255,6 +503,43 @@ public:
         for (const StepFindings& f : d.findings)
             if (!f.watchpoints_fired.empty()) hits.push_back(f.step);
         j["watch_hits"] = hits;
+        j["centre"] = centre_name(d.centre);
+        nlohmann::json labels = nlohmann::json::array();
+        for (const HeadLabel& l : d.labels) labels.push_back({l.layer, l.head, l.text});
+        j["labels"] = labels;
+        if (!d.save_note.empty()) j["save_note"] = d.save_note;
+        if (!d.head_grid.filter_name.empty())
+            j["grid_filter"] = {{"label", d.head_grid.filter_name},
+                                {"heads", std::count(d.head_grid.filter.begin(), d.head_grid.filter.end(), uint8_t(1))}};
+        switch (d.centre) {
+            case Centre::Text: j["text"] = panels::text_view_json(model, d.text, d.fingerprints, d.labels); break;
+            case Centre::Graph: j["graph"] = panels::sentence_graph_json(model, d.graph, text_heads(d).heads); break;
+            case Centre::Compare: j["compare"] = panels::compare_json(*d.model, d.compare); break;
+            case Centre::Clusters: j["clusters"] = panels::clusters_json(model, d.clusters, d.fingerprints, d.labels); break;
+            default: break;
+        }
+        if (d.centre == Centre::Fingerprints || d.fingerprints.result) {
+            nlohmann::json f;
+            f["ready"] = panels::fingerprints_current(model, d.fingerprints);
+            f["sort"] = panels::fingerprint_column_name(d.fingerprints.sort);
+            f["ascending"] = d.fingerprints.ascending;
+            f["filter"] = d.fingerprints.filter;
+            if (d.fingerprints.result) {
+                f["rows_used"] = d.fingerprints.result->accumulator->rows().size();
+                f["positions"] = d.fingerprints.covered;
+                f["folded_in"] = d.fingerprints.last_was_fold;
+                f["ms"] = d.fingerprints.last_ms;
+            }
+            nlohmann::json order = nlohmann::json::array();
+            const auto* table = panels::fingerprints_of(d.fingerprints);
+            for (int i : panels::table_order(d.fingerprints, d.labels)) {
+                const HeadFingerprint& fp = (*table)[size_t(i)];
+                order.push_back({{"layer", fp.layer}, {"head", fp.head}, {"labels", fp.labels}, {"sink", fp.sink_mass},
+                                 {"previous_token", fp.previous_token}, {"entropy", fp.entropy_bits}});
+            }
+            f["rows"] = order;
+            j["fingerprints"] = f;
+        }
         if (d.diff.enabled && d.diff.result) {
             const StepDiff& diff = *d.diff.result;
             j["diff"] = {{"earlier_query", diff.earlier_query},
@@ -364,6 +649,17 @@ int run(const WindowedViewOptions& options) {
         if (options.head < 0 || options.head >= shape.n_head)
             fail("--head ", options.head, " is out of range (0..", shape.n_head - 1, ")");
     }
+    if (!options.model && options.session) {
+        // The view's own copy (the capture is shared): user labels are written into it.
+        owned = std::make_unique<Session>(*options.session);
+        session = owned.get();
+    }
+    if (owned) {
+        d.editable = owned.get();
+        d.session_path = options.session_path;
+    } else if (runner) {
+        d.editable = &d.live_session;
+    }
 
     std::vector<view::ScriptAction> actions;
     if (!options.script_path.empty()) {
@@ -389,6 +685,8 @@ int run(const WindowedViewOptions& options) {
         Debugger& d;
         ~ReleaseViews() {
             d.diff = {};
+            panels::release_compare(d.compare);
+            d.compare.other_model.reset();
             d.waterfall.reset();
             d.map.reset();
             d.model.reset();
@@ -416,6 +714,7 @@ int run(const WindowedViewOptions& options) {
             d.model->rebind(shown, *d.source);
             d.map->reset_source();
             d.waterfall->reset_source();
+            panels::compare_reset_source(d.compare);
             previous_source.reset();
             if (live_model) d.model->tokenizer = live_model->tokenizer.get();
         } else {
@@ -433,14 +732,24 @@ int run(const WindowedViewOptions& options) {
             d.map = std::make_unique<MapView>(context, model, cache_options);
             d.waterfall = std::make_unique<WaterfallView>(context, model, cache_options);
         }
+        if (!d.labels_taken) {
+            d.labels = shown.head_labels;
+            d.labels_taken = true;
+        }
+        d.labels_changed();
         d.strip = {};
         d.entropy = {};
         d.diff = {};
         d.bound_positions = d.model->positions();
         d.demo_step = -2;
     };
+    d.context = &context;
+    d.cache_options = cache_options;
     if (session) bind(*session);
 
+    // A scripted run parks the pointer in the window's bottom-right corner (empty panel space), so
+    // that wherever the display put it no tooltip or hover lands in the script's screenshots.
+    if (!actions.empty()) glfwSetCursorPos(window.window(), width - 2, height - 2);
     ScriptDriver script(std::move(actions));
     std::fprintf(stderr, "attnscope: %s, %s; validation %s; fonts: %s\n", context.device_description().c_str(),
                  source_name.c_str(), context.validation_enabled() ? "on" : "off", window.font_note().c_str());
@@ -452,6 +761,7 @@ int run(const WindowedViewOptions& options) {
     std::optional<std::string> script_shot;
     bool final_shot_done = options.screenshot.empty();
     auto final_deadline = std::chrono::steady_clock::time_point::max();
+    auto shot_deadline = std::chrono::steady_clock::time_point::max();
     std::string caption;
     LiveStatus status;
     std::chrono::steady_clock::time_point demo_idle_since{};
@@ -480,12 +790,15 @@ int run(const WindowedViewOptions& options) {
             // A replaced session may hold the last reference to the capture the views read.
             const std::shared_ptr<CaptureStore> shown_capture = d.live_session.capture;
             if (runner->sync(d.live_session, d.findings, d.generation)) {
+                d.live_session.head_labels = d.labels;  // the view's labels (the runner's session has none)
                 if (d.generation != d.bound_generation && d.live_session.capture && d.live_session.capture->positions() > 0) {
                     bind(d.live_session);
                     d.bound_generation = d.generation;
                 } else if (d.model && d.model->positions() > d.bound_positions) {
                     d.map->rows_changed_from(d.bound_positions);
                     d.waterfall->rows_changed_from(d.bound_positions);
+                    for (auto& view : d.compare.views)
+                        if (&view->model() == d.model.get()) view->rows_changed_from(d.bound_positions);
                     d.bound_positions = d.model->positions();
         d.demo_step = -2;
                 }
@@ -505,7 +818,8 @@ int run(const WindowedViewOptions& options) {
         }
         const bool live_busy = runner && (status.busy || status.state == LiveState::Running || status.state == LiveState::Prefilling);
         const bool scripted = !script.done() || options.frames > 0 || !final_shot_done;
-        if (!scripted && !live_busy && !d.timeline.playing && idle > 3 && (!d.map || !d.map->busy()) && d.entropy.complete())
+        if (!scripted && !live_busy && !d.timeline.playing && idle > 3 && (!d.map || !d.map->busy()) && d.entropy.complete() &&
+            views_settled(d))
             window.wait_events(0.5);
         if (options.frame_hook) options.frame_hook(window.window(), frames);
         if (d.scale_request) window.set_content_scale(*std::exchange(d.scale_request, std::nullopt));
@@ -597,29 +911,88 @@ int run(const WindowedViewOptions& options) {
         const float map_w = io.DisplaySize.x - side - right;
         // The waterfall (step × key) takes the lower third of the map's area once there are steps.
         const bool waterfall_shown =
-            d.model && d.waterfall && d.show_waterfall && !d.show_head_grid && d.model->steps() > 0;
+            d.model && d.waterfall && d.show_waterfall && d.centre == Centre::Map && d.model->steps() > 0;
         const float waterfall_h = waterfall_shown ? std::round((io.DisplaySize.y - strip_h) * 0.34f) : 0.f;
+        const float centre_h = io.DisplaySize.y - strip_h - waterfall_h;
+        d.fb_x = window.framebuffer_scale_x();
+        d.fb_y = window.framebuffer_scale_y();
+        d.centre_rect = {side * d.fb_x, 0.f, (side + map_w) * d.fb_x, centre_h * d.fb_y};
         ImGui::SetNextWindowPos(ImVec2(side, 0));
-        ImGui::SetNextWindowSize(ImVec2(map_w, io.DisplaySize.y - strip_h - waterfall_h));
+        ImGui::SetNextWindowSize(ImVec2(map_w, centre_h));
+        // The maps are blitted under the ImGui pass: their window has no background.
+        const bool blitted = d.centre == Centre::Map || d.centre == Centre::Compare;
         ImGui::Begin("Attention map", nullptr,
-                     fixed | ImGuiWindowFlags_NoBackground | ImGuiWindowFlags_NoTitleBar | ImGuiWindowFlags_NoScrollbar |
+                     fixed | (blitted ? ImGuiWindowFlags_NoBackground : 0) | ImGuiWindowFlags_NoTitleBar | ImGuiWindowFlags_NoScrollbar |
                          ImGuiWindowFlags_NoScrollWithMouse);
         if (d.model) {
             DebuggerModel& model = *d.model;
-            if (ImGui::RadioButton("map", !d.show_head_grid)) d.show_head_grid = false;
-            ImGui::SameLine();
-            if (ImGui::RadioButton("all heads", d.show_head_grid)) d.show_head_grid = true;
-            ImGui::SameLine();
-            ImGui::Text("layer %d  head %d  %s  %s", model.settings.layer, model.settings.head,
-                        model.settings.plane == render::Plane::Max ? "max" : "sum",
-                        model.settings.scale == render::ValueScale::Log ? "log" : "linear");
-            ImGui::SameLine();
-            if (options.demo && !caption.empty()) ImGui::TextColored(ImVec4(1, 0.85f, 0.4f, 1), "   %s", caption.c_str());
-            else ImGui::TextDisabled("   wheel/+/-: zoom   drag/arrows: pan   F: fit   click: select row   [ ]: layer   , .: head");
-            if (d.show_head_grid) {
-                if (panels::draw_head_grid_panel(model, d.head_grid)) d.show_head_grid = false;  // opened a head
-            } else {
-                d.map->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            for (Centre c : kCentres) {
+                if (c != Centre::Map) ImGui::SameLine();
+                if (ImGui::RadioButton(centre_button(c), d.centre == c)) d.centre = c;
+            }
+            // The label filter reaches the head grid; the fingerprints are kept current while needed.
+            if (d.fingerprints_needed()) panels::update_fingerprints(model, d.fingerprints);
+            d.head_grid.filter_name = d.fingerprints.filter;
+            d.head_grid.filter = panels::filter_mask(d.fingerprints, d.labels, model.n_layer() * model.n_head());
+            if (d.centre == Centre::Map || d.centre == Centre::Heads) {
+                ImGui::Text("layer %d  head %d  %s  %s", model.settings.layer, model.settings.head,
+                            model.settings.plane == render::Plane::Max ? "max" : "sum",
+                            model.settings.scale == render::ValueScale::Log ? "log" : "linear");
+                ImGui::SameLine();
+                if (options.demo && !caption.empty()) ImGui::TextColored(ImVec4(1, 0.85f, 0.4f, 1), "   %s", caption.c_str());
+                else ImGui::TextDisabled("   wheel/+/-: zoom   drag/arrows: pan   F: fit   click: select row   [ ]: layer   , .: head");
+            }
+            switch (d.centre) {
+                case Centre::Map: d.map->draw(d.fb_x, d.fb_y); break;
+                case Centre::Heads:
+                    if (panels::draw_head_grid_panel(model, d.head_grid)) d.centre = Centre::Map;  // opened a head
+                    break;
+                case Centre::Text: panels::draw_text_view_panel(model, d.text, d.fingerprints, d.labels); break;
+                case Centre::Graph:
+                    if (const auto sentence = panels::draw_sentence_graph_panel(model, d.graph, d.text, d.fingerprints, d.labels)) {
+                        d.text.level = Granularity::Sentence;
+                        d.text.pinned = *sentence;
+                        d.text.scroll_to_pinned = true;
+                        d.centre = Centre::Text;
+                    }
+                    break;
+                case Centre::Fingerprints: {
+                    panels::FingerprintsActions actions;
+                    actions.open = [&](int layer, int head) {
+                        model.select_layer(layer);
+                        model.select_head(head);
+                        d.centre = Centre::Map;
+                    };
+                    actions.labels_changed = [&] { d.labels_changed(); };
+                    panels::draw_fingerprints_panel(model, d.fingerprints, d.labels, actions);
+                    if (d.editable && !d.session_path.empty()) {
+                        if (ImGui::SmallButton("save labels into the session file")) {
+                            try {
+                                Session copy = model.session();
+                                copy.head_labels = d.labels;
+                                save_session(d.session_path, copy);
+                                d.save_note = cat("saved to ", d.session_path);
+                            } catch (const std::exception& e) {
+                                d.save_note = e.what();
+                            }
+                        }
+                        ImGui::SameLine();
+                        ImGui::TextDisabled("%s", d.save_note.c_str());
+                    } else if (runner) {
+                        ImGui::TextDisabled("live: user labels stay in this view (the recording does not get them)");
+                    }
+                    break;
+                }
+                case Centre::Compare:
+                    panels::draw_compare_panel(context, model, d.compare, d.cache_options, d.fb_x, d.fb_y);
+                    break;
+                case Centre::Clusters:
+                    if (const auto head = panels::draw_clusters_panel(model, d.clusters, d.fingerprints, d.labels)) {
+                        model.select_layer(head->first);
+                        model.select_head(head->second);
+                        d.centre = Centre::Map;
+                    }
+                    break;
             }
         } else if (runner) {
             ImGui::Text("%s: %s", to_string(status.state), status.message.c_str());
@@ -659,12 +1032,25 @@ int run(const WindowedViewOptions& options) {
 
         // ---- screenshots and auto-exit --------------------------------------------------
         std::string shot;
-        const bool map_settled = (!d.map || d.map->stats().all_exact() || !d.map->busy()) &&
-                                 (!waterfall_shown || d.waterfall->stats().all_exact() || !d.waterfall->busy());
+        // Screenshots wait for the map's exact tiles and for the centre's workers (a minute at most).
+        const bool centre_settled = views_settled(d);
+        if ((script_shot || d.text.png_request) && shot_deadline == std::chrono::steady_clock::time_point::max())
+            shot_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        const bool late = std::chrono::steady_clock::now() > shot_deadline;
+        const bool map_settled = ((!d.map || d.map->stats().all_exact() || !d.map->busy()) &&
+                                  (!waterfall_shown || d.waterfall->stats().all_exact() || !d.waterfall->busy()) && centre_settled) ||
+                                 late;
         const bool frames_done = options.frames <= 0 || frames + 1 >= static_cast<uint64_t>(options.frames);
+        bool crop_shot = false;
         if (script_shot && map_settled) {
             shot = *script_shot;
             script_shot.reset();
+            shot_deadline = std::chrono::steady_clock::time_point::max();
+        } else if (d.text.png_request && !script_shot && map_settled) {
+            // "PNG" in a view: the window's screenshot, cropped to the centre.
+            shot = *std::exchange(d.text.png_request, std::nullopt);
+            crop_shot = true;
+            shot_deadline = std::chrono::steady_clock::time_point::max();
         } else if (!final_shot_done && script.done() && frames_done && !script_shot) {
             // The final screenshot shows exact tiles unless they take longer than a minute.
             if (final_deadline == std::chrono::steady_clock::time_point::max())
@@ -681,9 +1067,18 @@ int run(const WindowedViewOptions& options) {
         }
         const auto built = std::chrono::steady_clock::now();
         window.end_frame([&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent) {
-            if (d.map && !d.show_head_grid) d.map->record_blit(cmd, image, extent, window.blit_supported());
+            if (d.map && d.centre == Centre::Map) d.map->record_blit(cmd, image, extent, window.blit_supported());
             if (waterfall_shown) d.waterfall->record_blit(cmd, image, extent, window.blit_supported());
+            if (d.centre == Centre::Compare) panels::record_compare_blits(d.compare, cmd, image, extent, window.blit_supported());
         }, shot);
+        if (crop_shot) {
+            try {
+                crop_png(shot, d.centre_rect);
+                d.text.export_note = "wrote " + shot;
+            } catch (const std::exception& e) {
+                d.text.export_note = e.what();
+            }
+        }
         if (!shot.empty() && options.sequence_dir.empty()) std::fprintf(stderr, "attnscope: screenshot written to %s\n", shot.c_str());
         if (!shot.empty() && options.report && shot == options.screenshot) options.report->screenshot = shot;
         script.after_frame(d);

@@ -3,16 +3,20 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/error.h"
 #include "engine/head_fingerprints.h"
 #include "engine/head_projection.h"
+#include "engine/provenance.h"
 #include "engine/session_file.h"
+#include "engine/signing.h"
 #include "engine/tile_source.h"
 #include "ui/cli/commands.h"
 #include "ui/cli/session_text.h"
@@ -112,6 +116,7 @@ struct HeadsCommand {
     double perplexity = ProjectionOptions{}.perplexity;
     int iterations = ProjectionOptions{}.tsne_iterations;
     std::string out;
+    std::string sign;  // key file: sign --out (FILE.sig.json)
 
     void run() const {
         const bool editing = !label_head.empty() || !unlabel.empty();
@@ -120,6 +125,9 @@ struct HeadsCommand {
         if (!project.empty() && (!label_filter.empty() || sort != "layer"))
             fail("--label and --sort select rows of the table; they do not apply to --project");
         if (project.empty() && !out.empty()) fail("--out is for --project (the table goes to standard output)");
+        if (!sign.empty() && out.empty()) fail("--sign signs the file --out writes (with --project)");
+        std::optional<SigningKey> key;
+        if (!sign.empty()) key = load_signing_key(sign);  // a bad key fails before any work
         const SortKey& sort_key = sort_key_named(sort);  // checked before the session is read
         if (rows < 1) fail("--rows must be at least 1 (got ", rows, ")");
         if (window < 0) fail("--window must not be negative (got ", window, ")");
@@ -144,7 +152,11 @@ struct HeadsCommand {
         options.local_window = window;
         const HeadFingerprints fingerprints = HeadFingerprints::compute(session, options);
         const std::vector<HeadFingerprint> heads = fingerprints.all();
-        if (!project.empty()) return print_projection(project_heads(source, session, heads, projection_options));
+        if (!project.empty()) {
+            print_projection(project_heads(source, session, heads, projection_options));
+            if (key) sign_projection(session, *key);
+            return;
+        }
 
         std::vector<size_t> order(heads.size());
         std::iota(order.begin(), order.end(), 0);
@@ -227,6 +239,16 @@ struct HeadsCommand {
         std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
 
+    void sign_projection(const Session& session, const SigningKey& key) const {
+        ProvenanceRecord record = export_provenance(session, path);
+        record.exhibits.push_back({"projection", "projection", -1, -1, -1, -1,
+                                   std::filesystem::path(out).filename().string(),
+                                   cat(project, " of every head's ", features, " (k ", k, ", seed ", seed, ", rows ", rows,
+                                       ", window ", window, ")")});
+        const std::string written = sign_file(out, record, key);
+        std::printf("signed %s with key %s: %s\n", out.c_str(), key.public_key.key_id.c_str(), written.c_str());
+    }
+
     void print_projection(const HeadProjection& projection) const {
         if (!out.empty()) {
             write_projection(out, projection);
@@ -266,6 +288,7 @@ void add_heads_command(CLI::App& app) {
     c->add_option("--perplexity", cmd->perplexity, "t-SNE perplexity")->capture_default_str();
     c->add_option("--iterations", cmd->iterations, "t-SNE iterations")->capture_default_str();
     c->add_option("--out", cmd->out, "Write the projection to FILE.csv or FILE.json (atomically)");
+    c->add_option("--sign", cmd->sign, "Sign the --out file with this key (writes FILE.sig.json with provenance)");
     c->callback([cmd] { cmd->run(); });
 }
 

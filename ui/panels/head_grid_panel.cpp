@@ -70,6 +70,18 @@ bool draw_head_grid_panel(app::DebuggerModel& model, HeadGridState& state) {
         ImGui::TextDisabled("computing…");
     }
     const int layers = model.n_layer(), heads = model.n_head();
+    const bool filtering = !state.filter_name.empty();
+    const bool have_filter = filtering && state.filter.size() == size_t(layers) * heads;
+    if (filtering) {
+        ImGui::SameLine();
+        if (have_filter)
+            ImGui::TextColored(ImVec4(1.f, 0.85f, 0.35f, 1.f), "label '%s': %lld of %d heads",
+                               state.filter_name.c_str(),
+                               static_cast<long long>(std::count(state.filter.begin(), state.filter.end(), uint8_t(1))),
+                               layers * heads);
+        else
+            ImGui::TextDisabled("label '%s': waiting for the fingerprints", state.filter_name.c_str());
+    }
     if (!state.note.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.4f, 1), "%s", state.note.c_str());
     if (state.thumbs.size() != size_t(layers) * heads) {
         ImGui::TextDisabled("computing the thumbnails…");
@@ -118,6 +130,10 @@ bool draw_head_grid_panel(app::DebuggerModel& model, HeadGridState& state) {
                     draw->AddRectFilled(ImVec2(x + c * cw, y + r * ch), ImVec2(x + (c + 1) * cw, y + (r + 1) * ch),
                                         rgba | 0xFF000000u);
                 }
+            if (have_filter && !state.filter[size_t(l) * heads + h])  // filtered out: dimmed
+                draw->AddRectFilled(ImVec2(x, y), ImVec2(x + thumb, y + thumb_h), IM_COL32(12, 12, 16, 215));
+            else if (have_filter)  // passes: a thin outline in the label colour
+                draw->AddRect(ImVec2(x - 1, y - 1), ImVec2(x + thumb + 1, y + thumb_h + 1), IM_COL32(255, 217, 90, 170));
             const bool selected = l == model.settings.layer && h == model.settings.head;
             const bool under_mouse = hovered_canvas && mouse.x >= x && mouse.x < x + thumb && mouse.y >= y && mouse.y < y + thumb_h;
             if (under_mouse) hovered_layer = l, hovered_head = h;

@@ -2,7 +2,8 @@
 // Head grid: every (layer, head) as a thumbnail — the whole causal matrix pooled from the overview,
 // or the shown step's row — in a layers × heads grid. Thumbnails are computed on a worker thread
 // (a 50k-token session never stalls a frame; the previous grid stays up meanwhile). Ctrl+wheel or
-// the slider zooms; hover names the head; click opens it in the map.
+// the slider zooms; hover names the head; click opens it in the map. A label filter (set from the
+// heads table) dims the heads without that label.
 #include <cstdint>
 #include <future>
 #include <string>
@@ -29,6 +30,10 @@ struct HeadGridState {
     std::vector<HeadThumbnail> thumbs;
     std::future<std::vector<HeadThumbnail>> pending;
     std::string note;  // why the last computation failed
+    // Label filter (the heads table's): per head, layer-major, 1 = passes. Empty: no filter. Heads
+    // left out are dimmed (the grid keeps its layers × heads shape) and the header says how many pass.
+    std::vector<uint8_t> filter;
+    std::string filter_name;
 };
 
 // Returns true when a head was clicked (it is now the model's selected layer and head).

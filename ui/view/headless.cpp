@@ -29,7 +29,27 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
         {"step", {0, 1}},     {"run", {0, 1}},    {"run_to_text", {1, 64}}, {"wait_idle", {0, 1}},
         {"scrub", {1, 1}},    {"follow", {0, 0}}, {"diff", {2, 2}},         {"watch", {1, 64}},
         {"keyframe", {2, 64}}, {"branch", {2, 2}}, {"state", {0, 0}},        {"play", {0, 1}},
-        {"dpi", {1, 1}},      {"follow_beam", {1, 1}}, {"load_model", {1, 64}}, {"heads", {1, 1}}};
+        {"dpi", {1, 1}},      {"follow_beam", {1, 1}}, {"load_model", {1, 64}}, {"heads", {1, 1}},
+        // Issue 6's views (the windowed runner, ui/app/windowed_view.cpp):
+        //   centre map|heads|text|graph|fingerprints|compare|clusters   what the centre shows
+        //   text_level token|word|phrase|sentence|paragraph             the text view's granularity
+        //   text_hover N                 keep segment N highlighted (-1: none), as a click does
+        //   text_heads selected | label NAME | set L:H … | layer L       the heads the text view sums over
+        //   phrase SIZE [uniform|triangular]                            phrase windows
+        //   graph sentences|paragraphs   the sentence graph or the paragraph flow
+        //   graph_select NODE            as a click on a node: that sentence selected in the text view
+        //   compare L1 H1 L2 H2 [L H …]  heads side by side; compare_diff A B: which two the difference takes
+        //   compare_session PATH         the first head in another session, as one more map
+        //   label L H TEXT | unlabel L H [TEXT]   user labels; save_session PATH writes the session with them
+        //   heads_sort COLUMN [asc|desc] | heads_filter LABEL|all       the heads table (and the grid's filter)
+        //   clusters pca|tsne [fingerprints|patterns [K [SEED]]]        the head scatter
+        //   export PATH                  the centre's numbers (.csv/.npy/.json; clusters .csv/.json), or .png: the centre
+        //   export_segments PATH         the text view's segment (token) table with byte spans, .csv or .json
+        {"centre", {1, 1}},   {"text_level", {1, 1}}, {"text_hover", {1, 1}}, {"text_heads", {1, 64}},
+        {"phrase", {1, 2}},   {"graph", {1, 1}},      {"graph_select", {1, 1}}, {"compare", {4, 16}},
+        {"compare_diff", {2, 2}}, {"compare_session", {1, 64}}, {"label", {3, 64}}, {"unlabel", {2, 64}},
+        {"save_session", {1, 64}}, {"heads_sort", {1, 2}}, {"heads_filter", {1, 64}}, {"clusters", {1, 4}},
+        {"export", {1, 64}},  {"export_segments", {1, 64}}};
     return table;
 }
 
