@@ -56,6 +56,7 @@ struct ViewCommand {
     std::string plane = "max", colormap = "viridis", scale = "log";
     int cache_mb = 256;
     bool validation = false;
+    bool full_redraw = false;
     GenerationOptions capture;  // used when neither a session nor --synthetic is given
 
     // The session to show: a file, a generated one, or a fresh capture (saved in the sessions cache).
@@ -111,6 +112,7 @@ struct ViewCommand {
         window.plane = plane, window.colormap = colormap, window.scale = scale;
         window.cache_mb = cache_mb;
         window.validation = validation;
+        window.full_redraw = full_redraw;
         return window;
     }
 
@@ -267,6 +269,8 @@ void add_view_command(CLI::App& app) {
     view->add_option("--scale", cmd->scale, "log or linear (default log)");
     view->add_option("--cache-mb", cmd->cache_mb, "Tile cache budget in MiB (default 256)")->check(CLI::PositiveNumber);
     view->add_flag("--validation", cmd->validation, "Enable the Vulkan validation layer (also ATTNSCOPE_VALIDATION=1)");
+    view->add_flag("--full-redraw", cmd->full_redraw,
+                   "Window: draw and present every frame whole, not only what changed (for comparison)");
 #ifdef ATTNSCOPE_HAVE_APP
     view->add_option("--record", cmd->record_path,
                      "Live decoding: the session file every step is appended to (default: the sessions cache's live.attn)");
