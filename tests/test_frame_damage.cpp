@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <imgui.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -142,17 +143,36 @@ TEST_CASE("frame damage: clip_draw_data keeps exactly the commands that overlap 
     CHECK(after >= 1);  // the left window's background and text
     CHECK(after < before + 1);
 
-    // Two rectangles over one command: the command is drawn once in each.
+    // Two rectangles in the left window, one over its label and one over empty background: the
+    // background is drawn in both, the label's glyphs only in the first; every piece keeps only
+    // triangles that reach its rectangle, and the index count adds up.
     ImDrawData& again = frames.frame([] { two_windows("left", "right"); });
     const VkRect2D two[2] = {{{0, 0}, {64, 64}}, {{0, 256}, {64, 64}}};
-    size_t left_commands = 0;
-    for (int l = 0; l < again.CmdListsCount; ++l)
-        for (const ImDrawCmd& cmd : again.CmdLists[l]->CmdBuffer)
-            if (cmd.ClipRect.x < 64 && cmd.ClipRect.y < 64 && cmd.ClipRect.w > 256 + 64) ++left_commands;
     attn::app::clip_draw_data(again, two, kExtent);
-    size_t pieces = 0;
-    for (int l = 0; l < again.CmdListsCount; ++l) pieces += size_t(again.CmdLists[l]->CmdBuffer.Size);
-    CHECK(left_commands >= 1);
-    CHECK(pieces == 2 * left_commands);
+    size_t pieces_top = 0, pieces_bottom = 0, triangles_top = 0, triangles_bottom = 0;
+    int indices = 0;
+    for (int l = 0; l < again.CmdListsCount; ++l) {
+        const ImDrawList* list = again.CmdLists[l];
+        indices += list->IdxBuffer.Size;
+        for (const ImDrawCmd& cmd : list->CmdBuffer) {
+            const bool top = cmd.ClipRect.w <= 64.f;
+            (top ? pieces_top : pieces_bottom) += 1;
+            (top ? triangles_top : triangles_bottom) += cmd.ElemCount / 3;
+            for (unsigned i = 0; i < cmd.ElemCount; i += 3) {
+                float y_min = 1e9f, y_max = -1e9f;
+                for (unsigned k = 0; k < 3; ++k) {
+                    const float y = list->VtxBuffer[int(cmd.VtxOffset + list->IdxBuffer[int(cmd.IdxOffset + i + k)])].pos.y;
+                    y_min = std::min(y_min, y);
+                    y_max = std::max(y_max, y);
+                }
+                CHECK(y_max >= cmd.ClipRect.y);
+                CHECK(y_min <= cmd.ClipRect.w);
+            }
+        }
+    }
+    CHECK(indices == again.TotalIdxCount);
+    CHECK(pieces_top >= 1);
+    CHECK(pieces_bottom >= 1);
+    CHECK(triangles_top > triangles_bottom);  // the glyphs of "left" are only at the top
 }
 #endif

@@ -191,14 +191,22 @@ void FrameDamage::rects_from_cells(VkExtent2D extent) {
 }
 
 void clip_draw_data(ImDrawData& draw, std::span<const VkRect2D> rects, VkExtent2D extent) {
+    // Each command is cut into one piece per rectangle it overlaps, and each piece keeps only the
+    // triangles that can touch its rectangle: lavapipe runs the vertex stage and triangle set-up for
+    // every index drawn, scissored out or not, so the work follows what changed, not the window.
     const ImVec2 pos = draw.DisplayPos, scale = draw.FramebufferScale;
-    ImVector<ImDrawCmd> out;
+    ImVector<ImDrawCmd> cmds;
+    ImVector<ImDrawIdx> indices;
+    int total_indices = 0;
     for (int l = 0; l < draw.CmdListsCount; ++l) {
         ImDrawList* list = draw.CmdLists[l];
-        out.resize(0);
+        const ImDrawVert* vertices = list->VtxBuffer.Data;
+        const ImDrawIdx* old = list->IdxBuffer.Data;
+        cmds.resize(0);
+        indices.resize(0);
         for (const ImDrawCmd& cmd : list->CmdBuffer) {
             if (cmd.UserCallback) {
-                out.push_back(cmd);
+                cmds.push_back(cmd);
                 continue;
             }
             const PixelRect clip = scissor_of(cmd.ClipRect, draw, extent);
@@ -208,13 +216,36 @@ void clip_draw_data(ImDrawData& draw, std::span<const VkRect2D> rects, VkExtent2
                 const int x1 = std::min(clip.x1, rect.offset.x + static_cast<int>(rect.extent.width));
                 const int y1 = std::min(clip.y1, rect.offset.y + static_cast<int>(rect.extent.height));
                 if (x1 <= x0 || y1 <= y0) continue;
+                // The piece's rectangle back in ImGui units, for the triangle test.
+                const float ux0 = x0 / scale.x + pos.x, uy0 = y0 / scale.y + pos.y;
+                const float ux1 = x1 / scale.x + pos.x, uy1 = y1 / scale.y + pos.y;
+                const unsigned first = static_cast<unsigned>(indices.Size);
+                for (unsigned i = 0; i + 2 < cmd.ElemCount; i += 3) {
+                    const ImDrawIdx* tri = &old[cmd.IdxOffset + i];
+                    const ImVec2& a = vertices[cmd.VtxOffset + tri[0]].pos;
+                    const ImVec2& b = vertices[cmd.VtxOffset + tri[1]].pos;
+                    const ImVec2& c = vertices[cmd.VtxOffset + tri[2]].pos;
+                    if (std::max({a.x, b.x, c.x}) < ux0 || std::min({a.x, b.x, c.x}) > ux1 ||
+                        std::max({a.y, b.y, c.y}) < uy0 || std::min({a.y, b.y, c.y}) > uy1)
+                        continue;
+                    indices.push_back(tri[0]);
+                    indices.push_back(tri[1]);
+                    indices.push_back(tri[2]);
+                }
+                const unsigned count = static_cast<unsigned>(indices.Size) - first;
+                if (count == 0) continue;
                 ImDrawCmd piece = cmd;
-                piece.ClipRect = ImVec4(x0 / scale.x + pos.x, y0 / scale.y + pos.y, x1 / scale.x + pos.x, y1 / scale.y + pos.y);
-                out.push_back(piece);
+                piece.ClipRect = ImVec4(ux0, uy0, ux1, uy1);
+                piece.IdxOffset = first;
+                piece.ElemCount = count;
+                cmds.push_back(piece);
             }
         }
-        list->CmdBuffer.swap(out);
+        list->CmdBuffer.swap(cmds);
+        list->IdxBuffer.swap(indices);
+        total_indices += list->IdxBuffer.Size;
     }
+    draw.TotalIdxCount = total_indices;
 }
 
 }  // namespace attn::app

@@ -53,6 +53,7 @@ void run_live_render_bench(const LiveBenchOptions& o) {
     window.frames = 1;
     window.vsync = false;
     window.validation = o.validation;
+    window.full_redraw = o.full_redraw;
     if (o.runtime_priority == "normal") window.runtime_priority = ThreadPriority::Normal;
     else if (o.runtime_priority == "low") window.runtime_priority = ThreadPriority::Low;
     else if (o.runtime_priority == "background") window.runtime_priority = ThreadPriority::Background;
@@ -83,7 +84,7 @@ void run_live_render_bench(const LiveBenchOptions& o) {
     const double max_drawn = drawn.empty() ? 0.0 : *std::max_element(drawn.begin(), drawn.end());
     const nlohmann::json result = {
         {"bench", "render_live"},   {"device", report.device},          {"size", o.size},
-        {"runtime_priority", o.runtime_priority},
+        {"runtime_priority", o.runtime_priority}, {"full_redraw", o.full_redraw},
         {"tokens", o.tokens},       {"steps", report.live_steps},
         {"frames_while_decoding", all_busy.size()}, {"drawn_frames_while_decoding", drawn.size()},
         {"p50_ms", percentile(drawn, 50)}, {"p99_ms", percentile(drawn, 99)}, {"max_ms", max_drawn},
