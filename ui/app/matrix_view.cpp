@@ -54,6 +54,7 @@ void MatrixView::ensure_renderer(uint32_t width, uint32_t height) {
     const double ck = view_.key_at(view_.width / 2.0), cr = view_.row_at(view_.height / 2.0);
     renderer_.reset();
     renderer_ = std::make_unique<render::AttentionMapRenderer>(context_, *cache_, extent_, width, height);
+    renderer_->set_asynchronous(true);  // the window's frame waits for it on the queue, not here
     view_.width = static_cast<int>(width);
     view_.height = static_cast<int>(height);
     if (!fitted_) {
