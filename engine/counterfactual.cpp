@@ -192,6 +192,12 @@ void append_original(Prompt& prompt, const Session& original, const Token& t) {
     prompt.tokens.push_back(copy);
 }
 
+Prompt original_prompt(const Session& original) {
+    Prompt prompt;
+    for (int64_t p = 0; p < original.prompt_tokens; ++p) append_original(prompt, original, original.tokens[static_cast<size_t>(p)]);
+    return prompt;
+}
+
 Prompt edited_prompt(const Model& model, const Session& original, const Intervention& i, PositionAlignment& alignment) {
     Prompt prompt;
     const bool edits = i.kind == Intervention::Kind::RemoveSpan || i.kind == Intervention::Kind::ReplaceSpan;
@@ -399,11 +405,18 @@ CounterfactualResult run_counterfactual(const Model& model, const Session& origi
 
     const auto hooks = backend_hooks(model, original, intervention);
     result.forced = run_forced(model, original, prompt, hooks);
+    // The original as the cpu backend computes it, when the session came from another backend (or to check).
+    std::optional<Session> rerun;
+    if (options.rerun_original) {
+        rerun = run_forced(model, original, original_prompt(original), nullptr);
+    }
+    result.baseline_rerun = options.rerun_original;
+    const Session& baseline = rerun ? *rerun : original;
     if (options.free_run) result.free = run_free(model, original, prompt, hooks, result.free_run);
 
     // Output probabilities of the original tokens, before and after.
     for (size_t t = 0; t < original.steps.size(); ++t) {
-        const StepRecord &before = original.steps[t], &after = result.forced.steps[t];
+        const StepRecord &before = baseline.steps[t], &after = result.forced.steps[t];
         OutputChange o;
         o.step = static_cast<int64_t>(t);
         o.token_id = before.token_id;
@@ -420,7 +433,7 @@ CounterfactualResult run_counterfactual(const Model& model, const Session& origi
 
     // Row comparisons.
     const CaptureShape& shape = original.capture->shape();
-    const CpuTileSource original_source(*original.capture, options.threads);
+    const CpuTileSource original_source(*baseline.capture, options.threads);
     const CpuTileSource counterfactual_source(*result.forced.capture, options.threads);
     const std::vector<int64_t> original_keys = keys_of(result.key_spans);
     const std::vector<int64_t> counterfactual_keys = keys_of(result.counterfactual_key_spans);
@@ -517,6 +530,7 @@ nlohmann::json CounterfactualResult::to_json() const {
     };
     nlohmann::json j;
     j["intervention"] = intervention.to_json();
+    j["baseline"] = baseline_rerun ? "cpu rerun of the original tokens" : "the session's capture";
     j["alignment"] = {{"edited", alignment.edited()},
                       {"edit_begin", alignment.edit_begin},
                       {"edit_end", alignment.edit_end},

@@ -74,6 +74,10 @@ struct CounterfactualOptions {
     // intervention's span (none for ablation).
     std::vector<KeySpan> key_spans;
     bool free_run = true;
+    // Compare against the original tokens re-run on the cpu backend (teacher-forced, no intervention)
+    // instead of the session's capture: for sessions captured on another backend, whose rounding
+    // would otherwise show up as attention that moved.
+    bool rerun_original = false;
     int threads = 0;  // row computation, as in for_each_parallel
 };
 
@@ -123,6 +127,7 @@ struct FreeRunResult {
 
 struct CounterfactualResult {
     Intervention intervention;
+    bool baseline_rerun = false;      // options.rerun_original: "original" rows and probabilities come from the rerun
     PositionAlignment alignment;
     std::vector<KeySpan> key_spans;                  // original positions
     std::vector<KeySpan> counterfactual_key_spans;   // the same keys in the counterfactual

@@ -254,6 +254,17 @@ TEST_CASE("counterfactual: noise with std 0 reproduces the original exactly; noi
     for (size_t t = 0; t < noisy.outputs.size(); ++t) CHECK(noisy.outputs[t].counterfactual_prob == again.outputs[t].counterfactual_prob);
     CHECK(noisy.free_run.tokens == again.free_run.tokens);
 
+    // The session was captured on the cpu backend: re-running the original as the baseline changes nothing.
+    CounterfactualOptions rerun;
+    rerun.rerun_original = true;
+    rerun.free_run = false;
+    const CounterfactualResult against_rerun =
+        run_counterfactual(model, original, Intervention::embedding_noise(1, prompt, 0.5, 7), rerun);
+    CHECK(against_rerun.baseline_rerun);
+    CHECK(!against_rerun.free);
+    for (size_t h = 0; h < noisy.heads.size(); ++h) CHECK(against_rerun.heads[h].mean_jsd_bits == noisy.heads[h].mean_jsd_bits);
+    for (size_t t = 0; t < noisy.outputs.size(); ++t) CHECK(against_rerun.outputs[t].original_prob == noisy.outputs[t].original_prob);
+
     CHECK_THAT(error_of([&] { run_counterfactual(model, original, Intervention::embedding_noise(0, 2, -1.0, 0)); }),
                Catch::Contains("standard deviation"));
 }

@@ -46,6 +46,20 @@ KeySpan parse_span(const std::string& text, const std::string& option) {
     return {parse_integer(parts[0], option), parse_integer(parts[1], option)};
 }
 
+std::string cat_fixed(double value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.4f", value);
+    return text;
+}
+
+// A probability in 9 columns: fixed point, or scientific below 1e-4 so that a collapse is not shown as 0.
+std::string probability(double p, bool padded = true) {
+    char text[32];
+    const bool tiny = p > 0 && p < 1e-4;
+    std::snprintf(text, sizeof text, padded ? (tiny ? "%9.2e" : "%9.4f") : (tiny ? "%.2e" : "%.4f"), p);
+    return text;
+}
+
 // JSON-safe, one-line display of token bytes.
 std::string shown(const std::string& bytes) {
     return nlohmann::json(bytes).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -61,7 +75,7 @@ struct CounterfactualCommand {
     uint64_t seed = 0;
     std::vector<int64_t> queries;
     std::vector<std::string> mass_spans;
-    bool json = false, no_free_run = false;
+    bool json = false, no_free_run = false, rerun_original = false;
     int top = 10;
     bool text_given = false;
 
@@ -120,6 +134,7 @@ struct CounterfactualCommand {
         CounterfactualOptions options;
         options.queries = queries;
         options.free_run = !no_free_run;
+        options.rerun_original = rerun_original;
         for (const std::string& s : mass_spans) options.key_spans.push_back(parse_span(s, "--mass-span"));
         const Session session = load_session(path);
         const auto loaded = Model::load(resolve_model_path(model));
@@ -138,6 +153,7 @@ struct CounterfactualCommand {
 
     void print_table(const Session& session, const CounterfactualResult& r) const {
         std::printf("intervention: %s\n", r.intervention.describe().c_str());
+        if (r.baseline_rerun) std::printf("baseline: the original tokens re-run on the cpu backend\n");
         if (r.alignment.edited())
             std::printf("prompt edited: original tokens [%lld, %lld) → %lld tokens; later positions shift by %+lld; "
                         "rows compared over the aligned keys\n",
@@ -157,17 +173,19 @@ struct CounterfactualCommand {
         const size_t shown_heads = std::min<size_t>(static_cast<size_t>(top), r.ranking.size());
         for (size_t k = 0; k < shown_heads; ++k) {
             const HeadChange& h = r.heads[static_cast<size_t>(r.ranking[k])];
-            std::printf("%5d %4d %9.4f %9.4f %7lld %8.4f  %.4f → %.4f\n", h.layer, h.head, h.mean_jsd_bits,
-                        h.max_jsd_bits, static_cast<long long>(h.max_jsd_query), h.mean_l1, h.original_span_mass,
-                        h.counterfactual_span_mass);
+            const std::string mass = r.key_spans.empty()
+                                         ? std::string("-")
+                                         : cat_fixed(h.original_span_mass) + " → " + cat_fixed(h.counterfactual_span_mass);
+            std::printf("%5d %4d %9.4f %9.4f %7lld %8.4f  %s\n", h.layer, h.head, h.mean_jsd_bits, h.max_jsd_bits,
+                        static_cast<long long>(h.max_jsd_query), h.mean_l1, mass.c_str());
         }
         if (!r.outputs.empty()) {
             std::printf("\noriginal output tokens, teacher-forced (probability before → after; the counterfactual's top token):\n");
             std::printf("%5s  %-16s %9s %9s  %s\n", "step", "token", "before", "after", "top after");
             for (const OutputChange& o : r.outputs)
-                std::printf("%5lld  %-16s %9.4f %9.4f  %s %.4f\n", static_cast<long long>(o.step), shown(o.text).c_str(),
-                            o.original_prob, o.counterfactual_prob, shown(o.counterfactual_top_text).c_str(),
-                            o.counterfactual_top_prob);
+                std::printf("%5lld  %-16s %s %s  %s %s\n", static_cast<long long>(o.step), shown(o.text).c_str(),
+                            probability(o.original_prob).c_str(), probability(o.counterfactual_prob).c_str(),
+                            shown(o.counterfactual_top_text).c_str(), probability(o.counterfactual_top_prob, false).c_str());
         }
         if (r.free_run.ran) {
             std::string original_text;
@@ -212,6 +230,9 @@ void add_counterfactual_command(CLI::App& app) {
                   "Key span A:B whose mass is reported before/after (repeatable; default: the intervention's span)");
     c->add_option("--top", cmd->top, "Heads shown in the table")->capture_default_str();
     c->add_flag("--no-free-run", cmd->no_free_run, "Skip the free-running decode (teacher-forced only)");
+    c->add_flag("--rerun-original", cmd->rerun_original,
+                "Compare against the original tokens re-run on the cpu backend, not the session's capture (for "
+                "sessions captured on cuda)");
     c->add_flag("--json", cmd->json, "One JSON object instead of the table");
     c->add_option("-o,--output", cmd->out, "Save the teacher-forced counterfactual session (.attn, atomically)");
     c->callback([cmd] { cmd->run(); });
