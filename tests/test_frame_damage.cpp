@@ -176,3 +176,24 @@ TEST_CASE("frame damage: clip_draw_data keeps exactly the commands that overlap 
     CHECK(triangles_top > triangles_bottom);  // the glyphs of "left" are only at the top
 }
 #endif
+
+#ifdef ATTNSCOPE_HAVE_APP
+TEST_CASE("frame damage: the parts of the damage no layer covers", "[render][damage]") {
+    const VkRect2D damage[2] = {{{0, 0}, {320, 256}}, {{320, 0}, {64, 64}}};
+    const UnderLayer map{VkRect2D{{64, 32}, {128, 96}}, 1};
+    const std::vector<VkRect2D> parts = attn::app::uncovered_parts(damage, std::span<const UnderLayer>(&map, 1));
+    int64_t area = 0;
+    for (const VkRect2D& r : parts) {
+        area += int64_t(r.extent.width) * r.extent.height;
+        // none of them reaches into the layer
+        const bool overlaps = r.offset.x < 64 + 128 && r.offset.x + int(r.extent.width) > 64 && r.offset.y < 32 + 96 &&
+                              r.offset.y + int(r.extent.height) > 32;
+        CHECK_FALSE(overlaps);
+    }
+    CHECK(area == 320 * 256 + 64 * 64 - 128 * 96);
+    // A layer covering everything leaves nothing; no layer leaves the damage as it was.
+    const UnderLayer all{VkRect2D{{0, 0}, {640, 480}}, 1};
+    CHECK(attn::app::uncovered_parts(damage, std::span<const UnderLayer>(&all, 1)).empty());
+    CHECK(attn::app::uncovered_parts(damage, {}).size() == 2);
+}
+#endif

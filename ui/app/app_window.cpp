@@ -510,7 +510,7 @@ bool AppWindow::end_frame(const PreRecord& pre, std::span<const UnderLayer> laye
     pass.framebuffer = canvas_framebuffer_;
     pass.renderArea.extent = extent_;
     if (!damage.empty()) {
-        // 1. the damaged rectangles to the background colour,
+        // 1. the damaged rectangles to the background colour (not where a layer's blit covers them),
         vkCmdBeginRenderPass(cmd, &pass, VK_SUBPASS_CONTENTS_INLINE);
         const ImVec4 bg = ImGui::GetStyle().Colors[ImGuiCol_WindowBg];
         VkClearAttachment clear{};
@@ -518,8 +518,9 @@ bool AppWindow::end_frame(const PreRecord& pre, std::span<const UnderLayer> laye
         clear.colorAttachment = 0;
         clear.clearValue.color = VkClearColorValue{{bg.x, bg.y, bg.z, 1.0f}};
         std::vector<VkClearRect> clear_rects;
-        for (const VkRect2D& r : damage) clear_rects.push_back(VkClearRect{r, 0, 1});
-        vkCmdClearAttachments(cmd, 1, &clear, static_cast<uint32_t>(clear_rects.size()), clear_rects.data());
+        for (const VkRect2D& r : uncovered_parts(damage, layers)) clear_rects.push_back(VkClearRect{r, 0, 1});
+        if (!clear_rects.empty())
+            vkCmdClearAttachments(cmd, 1, &clear, static_cast<uint32_t>(clear_rects.size()), clear_rects.data());
         vkCmdEndRenderPass(cmd);
         // 2. the maps under the UI, inside them,
         if (pre) pre(cmd, canvas_.image, extent_, damage);

@@ -190,6 +190,36 @@ void FrameDamage::rects_from_cells(VkExtent2D extent) {
     for (const Open& o : closed) rects_.push_back(to_pixels(o.c0, o.c1, o.r0, o.r1));
 }
 
+std::vector<VkRect2D> uncovered_parts(std::span<const VkRect2D> rects, std::span<const UnderLayer> layers) {
+    std::vector<PixelRect> parts, next;
+    for (const VkRect2D& r : rects)
+        parts.push_back({r.offset.x, r.offset.y, r.offset.x + static_cast<int>(r.extent.width),
+                         r.offset.y + static_cast<int>(r.extent.height)});
+    for (const UnderLayer& layer : layers) {
+        const PixelRect cut{layer.rect.offset.x, layer.rect.offset.y, layer.rect.offset.x + static_cast<int>(layer.rect.extent.width),
+                            layer.rect.offset.y + static_cast<int>(layer.rect.extent.height)};
+        next.clear();
+        for (const PixelRect& p : parts) {
+            const int x0 = std::max(p.x0, cut.x0), y0 = std::max(p.y0, cut.y0);
+            const int x1 = std::min(p.x1, cut.x1), y1 = std::min(p.y1, cut.y1);
+            if (x1 <= x0 || y1 <= y0) {
+                next.push_back(p);
+                continue;
+            }
+            // Up to four pieces around the covered part: the bands above and below, then left and right.
+            if (p.y0 < y0) next.push_back({p.x0, p.y0, p.x1, y0});
+            if (y1 < p.y1) next.push_back({p.x0, y1, p.x1, p.y1});
+            if (p.x0 < x0) next.push_back({p.x0, y0, x0, y1});
+            if (x1 < p.x1) next.push_back({x1, y0, p.x1, y1});
+        }
+        parts.swap(next);
+    }
+    std::vector<VkRect2D> out;
+    for (const PixelRect& p : parts)
+        out.push_back(VkRect2D{{p.x0, p.y0}, {static_cast<uint32_t>(p.x1 - p.x0), static_cast<uint32_t>(p.y1 - p.y0)}});
+    return out;
+}
+
 void clip_draw_data(ImDrawData& draw, std::span<const VkRect2D> rects, VkExtent2D extent) {
     // Each command is cut into one piece per rectangle it overlaps, and each piece keeps only the
     // triangles that can touch its rectangle: lavapipe runs the vertex stage and triangle set-up for

@@ -61,6 +61,10 @@ private:
     std::vector<VkRect2D> rects_;
 };
 
+// The parts of `rects` that no layer covers (what must be cleared before the layers are blitted:
+// under a layer the blit overwrites every pixel). Disjoint rectangles stay disjoint.
+std::vector<VkRect2D> uncovered_parts(std::span<const VkRect2D> rects, std::span<const UnderLayer> layers);
+
 // Restricts the draw data to `rects` (framebuffer pixels): every draw command is repeated once per
 // rectangle it overlaps, with its clip rectangle cut to that rectangle; commands that overlap none
 // are dropped. Callbacks are kept as they are.
