@@ -23,6 +23,7 @@
 #include "engine/text_segments.h"
 #include "engine/tile_source.h"
 #include "tests/crafted_session.h"
+#include "tests/model_fixture.h"
 #include "tests/test_support.h"
 #ifdef ATTNSCOPE_HAVE_APP
 #include <stb_image.h>
@@ -282,6 +283,43 @@ TEST_CASE("window: ontology matches and anomalies as attnscope ontology finds th
     REQUIRE(states.size() == 1);
     CHECK(states[0]["rules"]["entity_spans"] == spans.size());
     CHECK(states[0]["rules"]["anomalies"] == report.anomalies);
+#endif
+}
+
+TEST_CASE("window, live: a violated rule with pause = true pauses the run; the panel says why and lists it", "[rules][live][app]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
+#ifndef ATTNSCOPE_HAVE_APP
+    WARN("SKIPPED: this build has no windowed debugger");
+#else
+    if (!attn::app::find_in_path("Xvfb")) {
+        WARN("SKIPPED: Xvfb is not installed (the scripted debugger runs its panels on a private X server)");
+        return;
+    }
+    TempDir dir("ui_rules_live");
+    // Some SmolLM2 heads put almost all of a decode step's attention on the first token (the attention
+    // sink): a rule forbidding more than half fails at the first decode step.
+    std::ofstream(dir.file("sink.toml")) << "[[rules]]\nid = \"no-sink\"\nquery = { any = true }\n"
+                                            "key = { tokens = [0, 1] }\nop = \"<=\"\nthreshold = 0.5\nscope = \"steps\"\npause = true\n";
+    std::ofstream(dir.file("live.script")) << "run 8\nwait_idle\nstate\n";
+    const auto r = attn::testing::run_cli("view --headless --prompt \"The capital of France is\" -n 8 --size 1280x720 --rules " +
+                                          dir.file("sink.toml") + " --script " + dir.file("live.script") + " --record " +
+                                          dir.file("live.attn"));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const std::vector<json> states = states_of(r.out);
+    REQUIRE(states.size() == 1);
+    const json& s = states[0];
+    INFO(s.dump());
+    CHECK(s["state"] == "paused");
+    CHECK(s["steps"] == 1);
+    CHECK_THAT(s["message"].get<std::string>(), Catch::Contains("rule \"no-sink\" violated at step 0"));
+    CHECK_THAT(s["rules"]["paused_by"].get<std::string>(), Catch::Contains("no-sink"));
+    REQUIRE(s["rules"]["violations"].get<int>() >= 1);
+    CHECK(s["rules"]["violation_list"][0]["step"] == 0);
+    CHECK(s["rules"]["violation_list"][0]["live"] == true);
+    CHECK(s["rules"]["violation_list"][0]["value"].get<double>() > 0.5);
+    // The panel's verdict (the whole session checked on a worker) agrees with the runner.
+    CHECK(s["rules"]["verdicts"][0]["verdict"] == "fail");
 #endif
 }
 

@@ -178,7 +178,7 @@ bool views_settled(Debugger& d) {
     if (!d.model) return true;
     const DebuggerModel& model = *d.model;
     if (d.fingerprints_needed() && !panels::fingerprints_current(model, d.fingerprints) && d.fingerprints.note.empty()) return false;
-    if (!panels::rules_settled(model, d.rules, text_heads(d).heads)) return false;
+    if (!panels::rules_settled(model, d.rules, text_heads(d).heads, d.runner)) return false;
     switch (d.centre) {
         case Centre::Map: return true;
         case Centre::Heads: return !d.head_grid.pending.valid();
@@ -850,6 +850,7 @@ int run(const WindowedViewOptions& options) {
             live_model = loaded_model.get();
             runner = std::make_unique<LiveRunner>(*live_model, options.backend, live);
             d.runner = runner.get();
+            d.rules.rules_to_runner = true;  // the new runner gets the rules too
             d.generation = 0;
             d.bound_generation = ~uint64_t(0);
             GenerationRequest request = panels::request_from(d.run);
@@ -875,6 +876,11 @@ int run(const WindowedViewOptions& options) {
         d.demo_step = -2;
                 }
             }
+        }
+        // Rules reach the runner before a script or a button runs it (commands are taken in order).
+        if (runner && d.rules.rules_to_runner) {
+            runner->set_rules(d.rules.rules);
+            d.rules.rules_to_runner = false;
         }
         if (options.demo && runner && !status.busy &&
             (status.state == LiveState::Finished || status.state == LiveState::Paused) && status.steps > 0) {

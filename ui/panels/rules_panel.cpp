@@ -76,6 +76,21 @@ const char* verdict_label(Verdict v) {
     return "?";
 }
 
+// What the evaluation is for. Live, while the model decodes, the runner checks each new step itself:
+// the whole session is evaluated again only once the run is idle (not on every step, which would
+// re-check every earlier step each time).
+RulesState::EvalKey evaluation_key(const app::DebuggerModel& model, const RulesState& state, LiveRunner* runner) {
+    const Session& session = model.session();
+    RulesState::EvalKey key{state.rules.get(), session.capture.get(), model.positions(), session.head_labels.size()};
+    if (runner && state.evaluation.has_value() && state.evaluation.key().rules == key.rules &&
+        state.evaluation.key().store == key.store) {
+        const LiveStatus status = runner->status();
+        if (status.busy || status.state == LiveState::Running || status.state == LiveState::Prefilling)
+            key.positions = state.evaluation.key().positions;
+    }
+    return key;
+}
+
 }  // namespace
 
 void load_rules_files(RulesState& state, const std::string& rules_path, const std::string& ontology_path) {
@@ -109,8 +124,8 @@ void update_rules(const app::DebuggerModel& model, RulesState& state, LiveRunner
     }
     // ---- the evaluation (verdicts; the prompt's violations, and the steps' when not live) ----
     if (state.rules) {
-        const RulesState::EvalKey key{state.rules.get(), session.capture.get(), model.positions(), session.head_labels.size()};
         state.evaluation.poll();
+        const RulesState::EvalKey key = evaluation_key(model, state, runner);
         if (wait || state.evaluation.needs(key)) {
             auto job = [snapshot = std::make_shared<const Session>(session), rules = state.rules, positions = model.positions()] {
                 // The capture may run ahead of the tokens (live): evaluate what both hold.
@@ -184,11 +199,9 @@ void update_rules(const app::DebuggerModel& model, RulesState& state, LiveRunner
     }
 }
 
-bool rules_settled(const app::DebuggerModel& model, const RulesState& state, const std::vector<HeadRef>& heads) {
+bool rules_settled(const app::DebuggerModel& model, const RulesState& state, const std::vector<HeadRef>& heads, LiveRunner* runner) {
     const Session& session = model.session();
-    if (state.rules &&
-        !state.evaluation.done_for({state.rules.get(), session.capture.get(), model.positions(), session.head_labels.size()}))
-        return false;
+    if (state.rules && !state.evaluation.done_for(evaluation_key(model, state, runner))) return false;
     if (state.ontology && !heads.empty() &&
         !state.anomalies.done_for({state.ontology.get(), session.capture.get(), model.positions(), heads}))
         return false;
@@ -365,6 +378,10 @@ nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& sta
                 r["verdict"] = verdict_name(result.verdict);
                 r["violations"] = result.violations;
             }
+            // As the panel shows it: a step the runner found violated fails the rule before the
+            // evaluation catches up.
+            if (std::any_of(state.violations.begin(), state.violations.end(), [&](const Violation& v) { return v.rule == i && v.live; }))
+                r["verdict"] = verdict_name(Verdict::Fail);
             verdicts.push_back(r);
         }
     j["verdicts"] = verdicts;

@@ -4,7 +4,8 @@
 // The Rules panel loads a rules file (engine/rules.h) and optionally an ontology (engine/ontology.h)
 // by path, shows a bad file's error (file:line:column: what is wrong), and lists each rule with its
 // verdict on the session shown. Verdicts come from evaluate_rules over a snapshot of the session, on
-// a worker, redone when the session grows (live) or the rules change — the same function and numbers
+// a worker, redone when the rules change or the session grows (live: once the run is idle; meanwhile
+// the runner's own checks of each new step fail a rule at once) — the same function and numbers
 // as `attnscope rules`. Live, the rules are also handed to the runner (LiveRunner::set_rules), which
 // checks every new step, reports violations in StepFindings and pauses on a rule with pause = true.
 //
@@ -94,7 +95,8 @@ void load_rules_files(RulesState& state, const std::string& rules_path, const st
 // `heads`: the text view's heads (anomalies are checked for them). wait: block (scripts).
 void update_rules(const app::DebuggerModel& model, RulesState& state, LiveRunner* runner, const std::vector<StepFindings>& findings,
                   const std::vector<HeadRef>& heads, bool wait = false);
-bool rules_settled(const app::DebuggerModel& model, const RulesState& state, const std::vector<HeadRef>& heads);
+bool rules_settled(const app::DebuggerModel& model, const RulesState& state, const std::vector<HeadRef>& heads,
+                   LiveRunner* runner = nullptr);
 
 // Red pulse strength for a new violation: 1 → 0.35 over a few seconds (sine-modulated), then 0.35
 // (still visibly red); 0 when there is no violation.
