@@ -27,6 +27,7 @@
 #include "tests/test_support.h"
 #ifdef ATTNSCOPE_HAVE_APP
 #include <stb_image.h>
+#include "ui/app/debugger_model.h"
 #include "ui/app/private_display.h"
 #endif
 
@@ -95,6 +96,52 @@ struct Image {
 const std::vector<std::string> kPiiWords = {"Call", " 13812345678", " or", " mail", " li.lei@example.com", ".", " ID",
                                             " 11010519491231002X", " card", " 4111111111111111", " please", "."};
 const std::vector<std::string> kPii = {"13812345678", "li.lei@example.com", "11010519491231002X", "4111111111111111"};
+
+TEST_CASE("display text: personal data masked per token and per byte range, switchable", "[pii]") {
+    // A byte range shows every span it touches, even partly, as one mask.
+    const std::string text = "tel 13812345678 and li.lei@example.com end";
+    const std::vector<attn::PiiSpan> spans = attn::find_pii(text);
+    REQUIRE(spans.size() == 2);
+    CHECK(attn::mask_pii_range(text, 0, text.size(), spans) == attn::mask_pii(text));
+    CHECK(attn::mask_pii_range(text, 6, 9, spans) == "●●●● [PHONE]");               // inside the number
+    CHECK(attn::mask_pii_range(text, 0, 6, spans) == "tel ●●●● [PHONE]");            // its first digits
+    CHECK(attn::mask_pii_range(text, 10, 25, spans) == "●●●● [PHONE] and ●●●● [EMAIL]");
+    CHECK(attn::mask_pii_range(text, 38, text.size(), spans) == " end");
+    // The segment tables mask what they export; offsets stay the text's.
+    std::vector<attn::Segment> segments(1);
+    segments[0].begin = 0;
+    segments[0].end = static_cast<uint32_t>(text.size());
+    const std::string csv = attn::segments_csv(text, segments, spans);
+    CHECK(csv.find("13812345678") == std::string::npos);
+    CHECK(csv.find(",0,42,") != std::string::npos);
+    CHECK(attn::segments_csv(text, segments).find("13812345678") != std::string::npos);
+#ifdef ATTNSCOPE_HAVE_APP
+    // The debugger's helpers, which every panel draws with: a phone number split over three tokens.
+    CraftedSpec spec;
+    spec.words = {"Call", " 138", "1234", "5678", " now", " li.lei@example.com", "."};
+    spec.prompt_tokens = 5;
+    spec.n_layer = 1;
+    spec.n_head = 1;
+    const attn::Session session = attn::testing::make_crafted_session(spec);
+    const attn::CpuTileSource source(*session.capture, 1);
+    attn::app::DebuggerModel model(session, source);
+    CHECK(model.mask_pii);  // on by default
+    CHECK(model.token_chars(0, false) == "Call");
+    CHECK(model.token_chars(1, false) == "●●●● [PHONE]");  // the first token names the type
+    CHECK(model.token_chars(2, false) == "●●●●");
+    CHECK(model.token_display(3) == "●●●●");
+    CHECK(model.token_display(5) == "●●●● [EMAIL]");
+    CHECK(model.token_display(4) == "·now");
+    CHECK(model.display_token(5) == " ●●●● [EMAIL]");
+    CHECK(model.display_range(0, session.text.size()) == "Call ●●●● [PHONE] now ●●●● [EMAIL].");
+    CHECK(model.alternative_text(5, session.tokens[0].id) == "●●●●");  // alternatives at a masked step
+    CHECK(model.alternative_text(6, session.tokens[0].id) == "Call");
+    model.mask_pii = false;
+    CHECK(model.token_chars(1, false) == " 138");
+    CHECK(model.display_range(0, session.text.size()) == session.text);
+    CHECK(model.alternative_text(5, session.tokens[0].id) == "Call");
+#endif
+}
 
 TEST_CASE("window: personal data is masked in the text view, its exports and the state line; pii off shows it", "[pii][app]") {
     attn::Session session;

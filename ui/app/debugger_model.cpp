@@ -124,6 +124,7 @@ std::string DebuggerModel::token_chars(int64_t position, bool mark_continuation)
 }
 
 std::string DebuggerModel::token_display(int64_t position, size_t max_bytes) const {
+    if (token_masked(position)) return token_chars(position, true);  // "●●●● [TYPE]" as it is, its space too
     const std::string raw = token_chars(position, true);
     std::string out;
     for (size_t i = 0; i < raw.size() && out.size() < max_bytes; ++i) {

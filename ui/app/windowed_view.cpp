@@ -40,6 +40,7 @@
 #include "ui/panels/run_controls_panel.h"
 #include "ui/panels/step_inspector_panel.h"
 #include "ui/panels/timeline_panel.h"
+#include "ui/panels/violations_panel.h"
 #include "ui/panels/watchpoints_panel.h"
 #include "ui/panels/session_info_panel.h"
 #include "ui/panels/token_strip_panel.h"
@@ -363,6 +364,7 @@ bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
             fail("script line ", a.line, ": no violation ", i, " (", d.rules.violations.size(), " listed)");
         d.rules.selected_violation = i;
         panels::jump_to_violation(model, d.rules.violations[static_cast<size_t>(i)]);
+        d.centre = Centre::Map;
     } else {
         return false;
     }

@@ -47,7 +47,7 @@ Violation violation_of(const RuleSet& rules, const RuleResult& result, const Rul
     return v;
 }
 
-std::string keys_text(const app::DebuggerModel& model, const std::vector<TokenRun>& keys) {
+std::string keys_text_of(const app::DebuggerModel& model, const std::vector<TokenRun>& keys) {
     std::string out;
     const auto& tokens = model.session().tokens;
     for (size_t i = 0; i < keys.size() && i < 4; ++i) {
@@ -57,13 +57,6 @@ std::string keys_text(const app::DebuggerModel& model, const std::vector<TokenRu
                one_line(model.display_range(tokens[static_cast<size_t>(k.first)].begin, tokens[static_cast<size_t>(k.last - 1)].end));
     }
     if (keys.size() > 4) out += cat(" … (", keys.size() - 4, " more)");
-    return out;
-}
-
-std::string head_names(const std::vector<HeadRef>& heads, size_t max_shown = 6) {
-    std::string out;
-    for (size_t i = 0; i < heads.size() && i < max_shown; ++i) out += cat(i ? " " : "", "L", heads[i].layer, "H", heads[i].head);
-    if (heads.size() > max_shown) out += cat(" … (", heads.size() - max_shown, " more)");
     return out;
 }
 
@@ -92,6 +85,8 @@ RulesState::EvalKey evaluation_key(const app::DebuggerModel& model, const RulesS
 }
 
 }  // namespace
+
+std::string violation_keys_text(const app::DebuggerModel& model, const Violation& v) { return keys_text_of(model, v.keys); }
 
 void load_rules_files(RulesState& state, const std::string& rules_path, const std::string& ontology_path) {
     try {
@@ -228,15 +223,6 @@ bool head_violated(const RulesState& state, int layer, int head) {
     return false;
 }
 
-void jump_to_violation(app::DebuggerModel& model, const Violation& v) {
-    if (v.step >= 0) model.show_step(v.step);
-    else if (v.query.last > 0) model.select_query(v.query.last - 1);  // the span's last row
-    if (v.worst.layer >= 0) {
-        model.select_layer(v.worst.layer);
-        model.select_head(v.worst.head);
-    }
-}
-
 void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const RulesActions& actions) {
     const float width = ImGui::GetContentRegionAvail().x;
     ImGui::SetNextItemWidth(width - ImGui::CalcTextSize("ontology").x - 8);
@@ -327,40 +313,6 @@ void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const 
     }
 }
 
-std::optional<size_t> draw_violations_panel(const app::DebuggerModel& model, RulesState& state) {
-    std::optional<size_t> clicked;
-    if (state.violations.empty()) {
-        ImGui::TextDisabled(state.rules ? "no violations" : "no rules loaded");
-        return clicked;
-    }
-    const float pulse = violation_pulse(state);
-    ImGui::TextColored(ImVec4(1, 0.25f + 0.3f * (1 - pulse), 0.25f, 1), "%zu violation%s", state.violations.size(),
-                       state.violations.size() == 1 ? "" : "s");
-    for (size_t i = 0; i < state.violations.size(); ++i) {
-        const Violation& v = state.violations[i];
-        ImGui::PushID(static_cast<int>(i));
-        char label[160];
-        std::snprintf(label, sizeof label, "%s  %s  %s %.4f, needs %s %g", v.rule_id.c_str(),
-                      v.step < 0 ? "prompt" : cat("step ", v.step).c_str(), v.aggregate.c_str(), v.value, rule_op_name(v.op), v.threshold);
-        if (i + 1 == state.violations.size() && pulse > 0.36f)
-            ImGui::PushStyleColor(ImGuiCol_Header, ImVec4(0.8f * pulse, 0.1f, 0.1f, 0.9f));
-        else
-            ImGui::PushStyleColor(ImGuiCol_Header, ImVec4(0.45f, 0.1f, 0.1f, 0.8f));
-        if (ImGui::Selectable(label, static_cast<int64_t>(i) == state.selected_violation || (i + 1 == state.violations.size() && pulse > 0.36f))) {
-            state.selected_violation = static_cast<int64_t>(i);
-            clicked = i;
-        }
-        ImGui::PopStyleColor();
-        ImGui::Indent();
-        ImGui::TextDisabled("\"%s\" → \"%s\"", one_line(model.display_range(v.query.begin, v.query.end)).c_str(),
-                            keys_text(model, v.keys).c_str());
-        ImGui::TextDisabled("heads %s (worst L%dH%d)", head_names(v.offending).c_str(), v.worst.layer, v.worst.head);
-        ImGui::Unindent();
-        ImGui::PopID();
-    }
-    return clicked;
-}
-
 nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& state) {
     nlohmann::json j;
     j["rules_file"] = state.rules ? state.rules->file : std::string();
@@ -390,7 +342,7 @@ nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& sta
         nlohmann::json offending = nlohmann::json::array();
         for (const HeadRef& h : v.offending) offending.push_back({h.layer, h.head});
         list.push_back({{"rule", v.rule_id}, {"step", v.step}, {"query", model.display_range(v.query.begin, v.query.end)},
-                        {"keys", keys_text(model, v.keys)}, {"value", v.value}, {"threshold", v.threshold},
+                        {"keys", violation_keys_text(model, v)}, {"value", v.value}, {"threshold", v.threshold},
                         {"op", rule_op_name(v.op)}, {"heads", offending}, {"worst", {v.worst.layer, v.worst.head}}, {"live", v.live}});
     }
     j["violations"] = list.size();

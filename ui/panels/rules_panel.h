@@ -109,11 +109,8 @@ struct RulesActions {
     LiveRunner* runner = nullptr;
 };
 void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const RulesActions& actions);
-// The violations list; returns the violation clicked (the window jumps to its step and worst head).
-std::optional<size_t> draw_violations_panel(const app::DebuggerModel& model, RulesState& state);
-// What the window does on a click (and the script verb `violation N`): show the step, open the worst
-// head in the map, select the query row.
-void jump_to_violation(app::DebuggerModel& model, const Violation& v);
+// The attended tokens of a violation as displayed (personal data masked), " | " between runs.
+std::string violation_keys_text(const app::DebuggerModel& model, const Violation& v);
 
 // For `state` lines: the files, each rule's verdict, the violations and the anomalies.
 nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& state);
