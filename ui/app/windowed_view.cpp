@@ -750,6 +750,7 @@ int run(const WindowedViewOptions& options) {
     window_options.validation = options.validation || (env && std::string(env) == "1") ||
                                 (ATTNSCOPE_VALIDATION_LAYER_DEFAULT && !(env && std::string(env) == "0"));
     window_options.vsync = options.vsync;
+    window_options.full_redraw = options.full_redraw;
     AppWindow window(window_options);
     // The views hold Vulkan objects and a diff may be computing on a worker: all go before the window.
     struct ReleaseViews {
@@ -839,8 +840,17 @@ int run(const WindowedViewOptions& options) {
     std::string caption;
     LiveStatus status;
     std::chrono::steady_clock::time_point demo_idle_since{};
+    // A frame that drew nothing (frame_damage.h) is followed by the next one only after input or
+    // one refresh interval, so an unchanged window costs no CPU the model could use.
+    const double refresh_interval_s = 1.0 / std::max(30, window.refresh_rate_hz());
+    auto previous_start = std::chrono::steady_clock::now();
     for (;;) {
+        if (frames > 0 && !window.last_timing().drawn) {
+            const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - previous_start).count();
+            if (waited < refresh_interval_s) window.wait_events(refresh_interval_s - waited);
+        }
         const auto start = std::chrono::steady_clock::now();
+        previous_start = start;
         // ---- live: take what the runner published ------------------------------------------
         if (std::unique_ptr<Model> model = panels::take_loaded_model(d.loader)) {
             // A model loaded from the panel: the run restarts on it with the panel's prompt. The
@@ -1156,11 +1166,20 @@ int run(const WindowedViewOptions& options) {
             shot = (std::filesystem::path(options.sequence_dir) / name).string();
         }
         const auto built = std::chrono::steady_clock::now();
-        window.end_frame([&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent) {
-            if (d.map && d.centre == Centre::Map) d.map->record_blit(cmd, image, extent, window.blit_supported());
-            if (waterfall_shown) d.waterfall->record_blit(cmd, image, extent, window.blit_supported());
-            if (d.centre == Centre::Compare) panels::record_compare_blits(d.compare, cmd, image, extent, window.blit_supported());
-        }, shot);
+        // The views blitted under the UI this frame (their pixels are part of the frame damage).
+        std::vector<MatrixView*> blitted_views;
+        if (d.map && d.centre == Centre::Map) blitted_views.push_back(d.map.get());
+        if (waterfall_shown) blitted_views.push_back(d.waterfall.get());
+        if (d.centre == Centre::Compare)
+            for (auto& view : d.compare.views) blitted_views.push_back(view.get());
+        std::vector<UnderLayer> layers;
+        for (MatrixView* view : blitted_views)
+            if (const auto layer = view->under_layer()) layers.push_back(*layer);
+        window.end_frame(
+            [&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent, std::span<const VkRect2D> damage) {
+                for (MatrixView* view : blitted_views) view->record_blit(cmd, image, extent, window.blit_supported(), damage);
+            },
+            layers, shot);
         if (crop_shot) {
             try {
                 crop_png(shot, d.centre_rect);
@@ -1180,6 +1199,8 @@ int run(const WindowedViewOptions& options) {
             options.report->build_ms.push_back(std::chrono::duration<double, std::milli>(built - start).count());
             options.report->wait_ms.push_back(window.last_timing().wait_ms);
             options.report->present_ms.push_back(window.last_timing().present_ms);
+            options.report->frame_drawn.push_back(window.last_timing().drawn ? 1 : 0);
+            options.report->damaged_fraction.push_back(window.last_timing().damaged_fraction);
             options.report->frame_live_busy.push_back(live_busy ? 1 : 0);
             options.report->live_steps = status.steps;
             options.report->content_scale = window.content_scale();

@@ -59,6 +59,7 @@ struct ViewCommand {
     bool validation = false;
     bool no_pii_masking = false;
     std::string rules_path, ontology_path;
+    bool full_redraw = false;
     GenerationOptions capture;  // used when neither a session nor --synthetic is given
 
     // The session to show: a file, a generated one, or a fresh capture (saved in the sessions cache).
@@ -116,6 +117,7 @@ struct ViewCommand {
         window.validation = validation;
         window.rules_path = rules_path;
         window.ontology_path = ontology_path;
+        window.full_redraw = full_redraw;
         return window;
     }
 
@@ -278,6 +280,8 @@ void add_view_command(CLI::App& app) {
     view->add_option("--rules", cmd->rules_path, "Rules file checked on the session and live (engine/rules.h; the Rules panel)");
     view->add_option("--ontology", cmd->ontology_path, "Ontology file: matches labelled in the text view, anomalies listed");
     view->add_flag("--validation", cmd->validation, "Enable the Vulkan validation layer (also ATTNSCOPE_VALIDATION=1)");
+    view->add_flag("--full-redraw", cmd->full_redraw,
+                   "Window: draw and present every frame whole, not only what changed (for comparison)");
 #ifdef ATTNSCOPE_HAVE_APP
     view->add_option("--record", cmd->record_path,
                      "Live decoding: the session file every step is appended to (default: the sessions cache's live.attn)");
