@@ -909,7 +909,7 @@ int run(const WindowedViewOptions& options) {
         const bool live_busy = runner && (status.busy || status.state == LiveState::Running || status.state == LiveState::Prefilling);
         const bool scripted = !script.done() || options.frames > 0 || !final_shot_done;
         if (!scripted && !live_busy && !d.timeline.playing && idle > 3 && (!d.map || !d.map->busy()) && d.entropy.complete() &&
-            views_settled(d))
+            views_settled(d) && !panels::violation_pulsing(d.rules))
             window.wait_events(0.5);
         if (options.frame_hook) options.frame_hook(window.window(), frames);
         if (d.scale_request) window.set_content_scale(*std::exchange(d.scale_request, std::nullopt));

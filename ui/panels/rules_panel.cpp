@@ -212,6 +212,11 @@ float violation_pulse(const RulesState& state) {
     return static_cast<float>(0.35 + 0.65 * fade * wave);
 }
 
+bool violation_pulsing(const RulesState& state) {
+    return !state.violations.empty() &&
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - state.pulse_start).count() < kPulseSeconds;
+}
+
 bool step_violated(const RulesState& state, int64_t step) {
     return std::any_of(state.violations.begin(), state.violations.end(), [&](const Violation& v) { return v.step == step; });
 }

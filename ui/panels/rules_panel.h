@@ -101,6 +101,8 @@ bool rules_settled(const app::DebuggerModel& model, const RulesState& state, con
 // Red pulse strength for a new violation: 1 → 0.35 over a few seconds (sine-modulated), then 0.35
 // (still visibly red); 0 when there is no violation.
 float violation_pulse(const RulesState& state);
+// Whether the pulse is still animating (the window keeps drawing frames meanwhile).
+bool violation_pulsing(const RulesState& state);
 // The steps / heads / text bytes of the violations, for the other views' highlights.
 bool step_violated(const RulesState& state, int64_t step);
 bool head_violated(const RulesState& state, int layer, int head);
