@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -330,6 +331,13 @@ TEST_CASE("window: ontology matches and anomalies as attnscope ontology finds th
     REQUIRE(states.size() == 1);
     CHECK(states[0]["rules"]["entity_spans"] == spans.size());
     CHECK(states[0]["rules"]["anomalies"] == report.anomalies);
+    // Both 身份证号 spans and the record are in flagged pairs: the text view frames three spans.
+    std::set<size_t> flagged;
+    for (const auto& rc : report.relations)
+        for (const auto& p : rc.pairs)
+            if (p.flagged) flagged.insert(p.query_span), flagged.insert(p.key_span);
+    CHECK(flagged.size() == 3);
+    CHECK(states[0]["rules"]["anomaly_spans"] == flagged.size());
 #endif
 }
 

@@ -100,6 +100,7 @@ public:
         uint32_t begin = 0, end = 0;
         int type = 0;
         std::string label;
+        std::string anomaly;  // "" or why the ontology check flagged a pair this span is in ("LOW id_number → overdue 0.001")
     };
     std::vector<EntityMark> entity_marks;
 

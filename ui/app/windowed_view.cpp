@@ -167,10 +167,16 @@ void publish_rule_marks(Debugger& d) {
     alerts.pulse = panels::violation_pulse(d.rules);
     model.alerts = std::move(alerts);
     model.entity_marks.clear();
-    if (d.rules.ontology)
+    if (d.rules.ontology) {
         for (const TextSpan& span : d.rules.entity_spans)
             if (span.type >= 0 && static_cast<size_t>(span.type) < d.rules.ontology->types.size())
-                model.entity_marks.push_back({span.begin, span.end, span.type, d.rules.ontology->types[static_cast<size_t>(span.type)].name});
+                model.entity_marks.push_back({span.begin, span.end, span.type, d.rules.ontology->types[static_cast<size_t>(span.type)].name, {}});
+        // The spans of flagged pairs (both ends) are marked as anomalies.
+        if (d.rules.anomalies.has_value() && d.rules.anomalies.value())
+            for (const auto& note : panels::anomaly_notes(*d.rules.ontology, *d.rules.anomalies.value()))
+                for (DebuggerModel::EntityMark& m : model.entity_marks)
+                    if (m.begin == note.begin && m.end == note.end && m.anomaly.empty()) m.anomaly = note.text;
+    }
 }
 
 // Every worker behind what the centre shows has finished for the current state (scripts wait for

@@ -318,6 +318,21 @@ void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const 
     }
 }
 
+std::vector<AnomalyNote> anomaly_notes(const Ontology& ontology, const OntologyReport& report) {
+    std::vector<AnomalyNote> out;
+    for (const RelationCheck& rc : report.relations)
+        for (const RelationPair& p : rc.pairs) {
+            if (!p.flagged || rc.relation >= ontology.relations.size()) continue;
+            const ExpectedRelation& rel = ontology.relations[rc.relation];
+            char value[64];
+            std::snprintf(value, sizeof value, "%.4g (best L%dH%d)", p.value, p.best.layer, p.best.head);
+            const std::string text = cat(p.flag == "low" ? "LOW " : "HIGH ", rel.from, " → ", rel.to, ": ", value);
+            for (size_t index : {p.query_span, p.key_span})
+                if (index < report.spans.size()) out.push_back({report.spans[index].begin, report.spans[index].end, text});
+        }
+    return out;
+}
+
 nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& state) {
     nlohmann::json j;
     j["rules_file"] = state.rules ? state.rules->file : std::string();
@@ -356,7 +371,13 @@ nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& sta
     if (!state.pause_reason.empty()) j["paused_by"] = state.pause_reason;
     if (state.ontology) {
         j["entity_spans"] = state.entity_spans.size();
-        if (state.anomalies.has_value() && state.anomalies.value()) j["anomalies"] = state.anomalies.value()->anomalies;
+        if (state.anomalies.has_value() && state.anomalies.value()) {
+            j["anomalies"] = state.anomalies.value()->anomalies;
+            std::vector<std::pair<uint32_t, uint32_t>> spans;
+            for (const AnomalyNote& n : anomaly_notes(*state.ontology, *state.anomalies.value()))
+                if (std::find(spans.begin(), spans.end(), std::make_pair(n.begin, n.end)) == spans.end()) spans.emplace_back(n.begin, n.end);
+            j["anomaly_spans"] = spans.size();  // framed in the text view
+        }
     }
     return j;
 }

@@ -114,6 +114,13 @@ void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const 
 // The attended tokens of a violation as displayed (personal data masked), " | " between runs.
 std::string violation_keys_text(const app::DebuggerModel& model, const Violation& v);
 
+// Each span in a flagged pair of an ontology report, with a line saying why (for the text view).
+struct AnomalyNote {
+    uint32_t begin = 0, end = 0;
+    std::string text;  // "LOW id_number → overdue: 0.0012 (best L11H1)"
+};
+std::vector<AnomalyNote> anomaly_notes(const Ontology& ontology, const OntologyReport& report);
+
 // For `state` lines: the files, each rule's verdict, the violations and the anomalies.
 nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& state);
 

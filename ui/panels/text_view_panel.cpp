@@ -1020,6 +1020,8 @@ void draw_text_view_panel(app::DebuggerModel& model, TextViewState& state, const
                     if (piece.begin <= m.begin && m.begin < piece.end)
                         dl->AddText(ImGui::GetFont(), ImGui::GetFontSize() * 0.62f, ImVec2(a.x, a.y - ImGui::GetFontSize() * 0.3f), col,
                                     m.label.c_str());
+                    // A span of an anomalous pair: an orange frame (the tooltip and the Rules panel say why).
+                    if (!m.anomaly.empty()) dl->AddRect(a, ImVec2(b.x, b.y - 1), IM_COL32(255, 150, 30, 230), 2.f, 0, 1.5f);
                 }
                 // The segment's extent on the first line it is drawn on.
                 if (auto it = state.drawn.find(s); it == state.drawn.end())
@@ -1045,7 +1047,10 @@ void draw_text_view_panel(app::DebuggerModel& model, TextViewState& state, const
         ImGui::TextUnformatted(one_line(segment_text(model, s, 300)).c_str());
         ImGui::PopTextWrapPos();
         for (const app::DebuggerModel::EntityMark& m : model.entity_marks)
-            if (m.begin < s.end && s.begin < m.end) ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(entity_colour(m.type)), "ontology: %s", m.label.c_str());
+            if (m.begin < s.end && s.begin < m.end) {
+                ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(entity_colour(m.type)), "ontology: %s", m.label.c_str());
+                if (!m.anomaly.empty()) ImGui::TextColored(ImVec4(1, 0.6f, 0.15f, 1), "anomaly: %s", m.anomaly.c_str());
+            }
         for (const auto& [vb, ve] : model.alerts.spans)
             if (vb < s.end && s.begin < ve) {
                 ImGui::TextColored(ImVec4(1, 0.3f, 0.3f, 1), "a rule is violated here (see Violations)");
