@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +31,7 @@
 #include <stb_image.h>
 #include "ui/app/debugger_model.h"
 #include "ui/app/private_display.h"
+#include "ui/panels/rules_panel.h"
 #endif
 
 namespace {
@@ -170,13 +172,14 @@ TEST_CASE("window: personal data is masked in the text view, its exports and the
            << "text_level word\nexport_segments " << dir.file("words.json") << "\n"
            << "text_level sentence\nexport_segments " << dir.file("sentences.csv") << "\ntext_hover 0\nstate\n"
            << "screenshot " << dir.file("masked.png") << "\n"
-           << "pii off\ntext_level token\ntext_hover 2\nstate\nexport_segments " << dir.file("tokens-plain.csv") << "\n";
+           << "centre map\nshow 1 1 2 2\nhover 300 300\n"  // the map shows one cell: query 1 (the phone), key 1
+           << "centre text\npii off\ntext_level token\ntext_hover 2\nstate\nexport_segments " << dir.file("tokens-plain.csv") << "\n";
     const auto r = run_window(path, script.str(), dir);
     if (!r) return;
     INFO(r->err);
     REQUIRE(r->exit_code == 0);
     const std::vector<json> states = states_of(r->out);
-    REQUIRE(states.size() == 3);
+    REQUIRE(states.size() == 4);
     for (const std::string& file : {"tokens.csv", "words.json", "sentences.csv"}) {
         const std::string text = attn::testing::read_file_string(dir.file(file));
         INFO(file << ":\n" << text);
@@ -196,9 +199,13 @@ TEST_CASE("window: personal data is masked in the text view, its exports and the
     // Token 2 (" or") attends to token 1 (the phone) in head 0: that entry's text is masked.
     CHECK(states[0]["text"]["top_attended"][0]["text"] == " ●●●● [PHONE]");
     CHECK_THAT(states[1]["text"]["hovered_text"].get<std::string>(), Catch::Contains("●●●● [EMAIL]"));
+    // The map's hover line: the tokens as displayed.
+    CHECK(states[2]["hover"]["query"] == 1);
+    CHECK(states[2]["hover"]["query_token"] == " ●●●● [PHONE]");
+    CHECK(states[2]["hover"]["key_token"] == " ●●●● [PHONE]");
     // Switched off: the same state line and export show the data.
-    CHECK(states[2]["pii"]["masking"] == false);
-    CHECK(states[2]["text"]["top_attended"][0]["text"] == " 13812345678");
+    CHECK(states[3]["pii"]["masking"] == false);
+    CHECK(states[3]["text"]["top_attended"][0]["text"] == " 13812345678");
     const std::string plain = attn::testing::read_file_string(dir.file("tokens-plain.csv"));
     for (const std::string& secret : kPii) CHECK(plain.find(secret) != std::string::npos);
     CHECK(plain.find("●●●●") == std::string::npos);
@@ -246,6 +253,30 @@ key = "逾期记录"
 op = ">="
 threshold = 0.5
 )";
+
+TEST_CASE("violations: a new one pulses, then stays red; its step and heads are marked", "[rules]") {
+#ifndef ATTNSCOPE_HAVE_APP
+    WARN("SKIPPED: this build has no windowed debugger");
+#else
+    attn::panels::RulesState state;
+    CHECK(attn::panels::violation_pulse(state) == 0.f);
+    CHECK_FALSE(attn::panels::violation_pulsing(state));
+    attn::panels::Violation v;
+    v.step = 2;
+    v.offending = {{1, 0}};
+    state.violations.push_back(v);
+    state.pulse_start = std::chrono::steady_clock::now();
+    CHECK(attn::panels::violation_pulsing(state));
+    CHECK(attn::panels::violation_pulse(state) > 0.9f);  // starts at full strength
+    state.pulse_start = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+    CHECK_FALSE(attn::panels::violation_pulsing(state));
+    CHECK(attn::panels::violation_pulse(state) == Approx(0.35f));  // steady red afterwards
+    CHECK(attn::panels::step_violated(state, 2));
+    CHECK_FALSE(attn::panels::step_violated(state, 3));
+    CHECK(attn::panels::head_violated(state, 1, 0));
+    CHECK_FALSE(attn::panels::head_violated(state, 0, 1));
+#endif
+}
 
 TEST_CASE("window: the Rules panel's verdicts match attnscope rules; a violation opens its step and worst head, and is red", "[rules][app]") {
     const attn::Session session = make_credit_session();
