@@ -927,6 +927,7 @@ int run(const WindowedViewOptions& options) {
             panels::update_diff(*d.model, d.diff, d.findings);
             panels::update_rules(*d.model, d.rules, d.runner, d.findings, text_heads(d).heads);
             publish_rule_marks(d);
+            if (d.compare.other_model) d.compare.other_model->mask_pii = d.model->mask_pii;  // one switch for every view
             if (options.demo) follow_for_demo(d, caption);
         }
 
