@@ -172,8 +172,8 @@ void publish_rule_marks(Debugger& d) {
             if (span.type >= 0 && static_cast<size_t>(span.type) < d.rules.ontology->types.size())
                 model.entity_marks.push_back({span.begin, span.end, span.type, d.rules.ontology->types[static_cast<size_t>(span.type)].name, {}});
         // The spans of flagged pairs (both ends) are marked as anomalies.
-        if (d.rules.anomalies.has_value() && d.rules.anomalies.value())
-            for (const auto& note : panels::anomaly_notes(*d.rules.ontology, *d.rules.anomalies.value()))
+        if (const OntologyReport* anomalies = panels::current_anomalies(d.rules))
+            for (const auto& note : panels::anomaly_notes(*d.rules.ontology, *anomalies))
                 for (DebuggerModel::EntityMark& m : model.entity_marks)
                     if (m.begin == note.begin && m.end == note.end && m.anomaly.empty()) m.anomaly = note.text;
     }

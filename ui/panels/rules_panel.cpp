@@ -74,8 +74,8 @@ const char* verdict_label(Verdict v) {
 // re-check every earlier step each time).
 RulesState::EvalKey evaluation_key(const app::DebuggerModel& model, const RulesState& state, LiveRunner* runner) {
     const Session& session = model.session();
-    RulesState::EvalKey key{state.rules.get(), session.capture.get(), model.positions(), session.head_labels.size()};
-    if (runner && state.evaluation.has_value() && state.evaluation.key().rules == key.rules &&
+    RulesState::EvalKey key{state.loads, session.capture.get(), model.positions(), session.head_labels.size()};
+    if (runner && state.evaluation.has_value() && state.evaluation.key().loads == key.loads &&
         state.evaluation.key().store == key.store) {
         const LiveStatus status = runner->status();
         if (status.busy || status.state == LiveState::Running || status.state == LiveState::Prefilling)
@@ -101,7 +101,7 @@ void load_rules_files(RulesState& state, const std::string& rules_path, const st
         state.violations.clear();
         state.seen_violations = 0;
         state.selected_violation = -1;
-        state.entity_ontology = nullptr;
+        ++state.loads;
         std::snprintf(state.rules_path, sizeof state.rules_path, "%s", rules_path.c_str());
         std::snprintf(state.ontology_path, sizeof state.ontology_path, "%s", ontology_path.c_str());
     } catch (const std::exception& e) {
@@ -142,7 +142,7 @@ void update_rules(const app::DebuggerModel& model, RulesState& state, LiveRunner
     // ---- the violations ----
     std::vector<Violation> list;
     if (state.rules && state.evaluation.has_value() && state.evaluation.value().report &&
-        state.evaluation.key().rules == state.rules.get()) {
+        state.evaluation.key().loads == state.loads) {
         const RulesReport& report = *state.evaluation.value().report;
         for (const RuleResult& r : report.results)
             for (const RuleCheck& c : r.checks)
@@ -169,13 +169,13 @@ void update_rules(const app::DebuggerModel& model, RulesState& state, LiveRunner
 
     // ---- the ontology: matched spans (cheap: regexes over the text) and anomalies (a worker) ----
     if (state.ontology) {
-        if (state.entity_ontology != state.ontology.get() || state.entity_text_bytes != session.text.size()) {
+        if (state.entity_loads != state.loads || state.entity_text_bytes != session.text.size()) {
             state.entity_spans = match_entities(*state.ontology, session.text, session.tokens);
-            state.entity_ontology = state.ontology.get();
+            state.entity_loads = state.loads;
             state.entity_text_bytes = session.text.size();
         }
         if (!heads.empty()) {
-            RulesState::OntologyKey key{state.ontology.get(), session.capture.get(), model.positions(), heads};
+            RulesState::OntologyKey key{state.loads, session.capture.get(), model.positions(), heads};
             state.anomalies.poll();
             if (wait || state.anomalies.needs(key)) {
                 auto job = [snapshot = session_snapshot(session), ontology = state.ontology, heads, positions = model.positions()] {
@@ -190,7 +190,7 @@ void update_rules(const app::DebuggerModel& model, RulesState& state, LiveRunner
         }
     } else {
         state.entity_spans.clear();
-        state.entity_ontology = nullptr;
+        state.entity_loads = ~uint64_t(0);
     }
 }
 
@@ -198,7 +198,7 @@ bool rules_settled(const app::DebuggerModel& model, const RulesState& state, con
     const Session& session = model.session();
     if (state.rules && !state.evaluation.done_for(evaluation_key(model, state, runner))) return false;
     if (state.ontology && !heads.empty() &&
-        !state.anomalies.done_for({state.ontology.get(), session.capture.get(), model.positions(), heads}))
+        !state.anomalies.done_for({state.loads, session.capture.get(), model.positions(), heads}))
         return false;
     return true;
 }
@@ -249,6 +249,7 @@ void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const 
         state.violations.clear();
         state.seen_violations = 0;
         state.rules_to_runner = true;
+        ++state.loads;
     }
     if (!state.error.empty()) {
         ImGui::PushTextWrapPos(0);
@@ -258,7 +259,7 @@ void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const 
     if (!state.pause_reason.empty()) ImGui::TextColored(ImVec4(1, 0.3f, 0.3f, 1), "paused: %s", state.pause_reason.c_str());
     if (state.rules) {
         const bool have = state.evaluation.has_value() && state.evaluation.value().report &&
-                          state.evaluation.key().rules == state.rules.get();
+                          state.evaluation.key().loads == state.loads;
         if (state.evaluation.busy()) ImGui::TextDisabled("checking the rules…");
         if (!state.evaluation.error().empty()) ImGui::TextColored(ImVec4(1, 0.45f, 0.4f, 1), "%s", state.evaluation.error().c_str());
         if (actions.runner) ImGui::TextDisabled("live: each new step is checked by the runner");
@@ -300,8 +301,8 @@ void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const 
                     state.ontology->relations.size(), state.entity_spans.size());
         if (state.anomalies.busy()) ImGui::TextDisabled("checking the expected relations…");
         if (!state.anomalies.error().empty()) ImGui::TextColored(ImVec4(1, 0.45f, 0.4f, 1), "%s", state.anomalies.error().c_str());
-        if (state.anomalies.has_value() && state.anomalies.value()) {
-            const OntologyReport& report = *state.anomalies.value();
+        if (const OntologyReport* current = current_anomalies(state)) {
+            const OntologyReport& report = *current;
             ImGui::Text("%lld anomalies", static_cast<long long>(report.anomalies));
             for (const RelationCheck& rc : report.relations)
                 for (const RelationPair& p : rc.pairs) {
@@ -316,6 +317,11 @@ void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const 
                 }
         }
     }
+}
+
+const OntologyReport* current_anomalies(const RulesState& state) {
+    if (!state.ontology || !state.anomalies.has_value() || state.anomalies.key().loads != state.loads) return nullptr;
+    return state.anomalies.value().get();
 }
 
 std::vector<AnomalyNote> anomaly_notes(const Ontology& ontology, const OntologyReport& report) {
@@ -340,7 +346,7 @@ nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& sta
     if (!state.error.empty()) j["error"] = state.error;
     nlohmann::json verdicts = nlohmann::json::array();
     const bool have = state.rules && state.evaluation.has_value() && state.evaluation.value().report &&
-                      state.evaluation.key().rules == state.rules.get();
+                      state.evaluation.key().loads == state.loads;
     if (!state.evaluation.error().empty()) j["evaluation_error"] = state.evaluation.error();
     if (state.rules)
         for (size_t i = 0; i < state.rules->rules.size(); ++i) {
@@ -371,10 +377,10 @@ nlohmann::json rules_json(const app::DebuggerModel& model, const RulesState& sta
     if (!state.pause_reason.empty()) j["paused_by"] = state.pause_reason;
     if (state.ontology) {
         j["entity_spans"] = state.entity_spans.size();
-        if (state.anomalies.has_value() && state.anomalies.value()) {
-            j["anomalies"] = state.anomalies.value()->anomalies;
+        if (const OntologyReport* current = current_anomalies(state)) {
+            j["anomalies"] = current->anomalies;
             std::vector<std::pair<uint32_t, uint32_t>> spans;
-            for (const AnomalyNote& n : anomaly_notes(*state.ontology, *state.anomalies.value()))
+            for (const AnomalyNote& n : anomaly_notes(*state.ontology, *current))
                 if (std::find(spans.begin(), spans.end(), std::make_pair(n.begin, n.end)) == spans.end()) spans.emplace_back(n.begin, n.end);
             j["anomaly_spans"] = spans.size();  // framed in the text view
         }

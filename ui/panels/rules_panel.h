@@ -55,9 +55,10 @@ struct RulesState {
     std::shared_ptr<const Ontology> ontology;
     std::string error;             // why the last load failed (file:line:column: …)
     bool rules_to_runner = false;  // live: set_rules is due
+    uint64_t loads = 0;            // bumped by every load or clear: the results below name the load they are for
 
     struct EvalKey {
-        const RuleSet* rules = nullptr;
+        uint64_t loads = 0;
         const CaptureStore* store = nullptr;
         int64_t positions = 0;
         size_t labels = 0;
@@ -70,7 +71,7 @@ struct RulesState {
     AsyncValue<EvalKey, Evaluation> evaluation;
 
     struct OntologyKey {
-        const Ontology* ontology = nullptr;
+        uint64_t loads = 0;
         const CaptureStore* store = nullptr;
         int64_t positions = 0;
         std::vector<HeadRef> heads;
@@ -79,7 +80,7 @@ struct RulesState {
     AsyncValue<OntologyKey, std::shared_ptr<const OntologyReport>> anomalies;
     std::vector<TextSpan> entity_spans;  // the ontology's matches in the shown text
     size_t entity_text_bytes = ~size_t(0);
-    const Ontology* entity_ontology = nullptr;
+    uint64_t entity_loads = ~uint64_t(0);
 
     std::vector<Violation> violations;   // in step order (the prompt first)
     size_t seen_violations = 0;          // how many had been seen (more: a new one pulses)
@@ -114,6 +115,8 @@ void draw_rules_panel(const app::DebuggerModel& model, RulesState& state, const 
 // The attended tokens of a violation as displayed (personal data masked), " | " between runs.
 std::string violation_keys_text(const app::DebuggerModel& model, const Violation& v);
 
+// The anomaly report of the ontology loaded now (null while it computes or after an error).
+const OntologyReport* current_anomalies(const RulesState& state);
 // Each span in a flagged pair of an ontology report, with a line saying why (for the text view).
 struct AnomalyNote {
     uint32_t begin = 0, end = 0;

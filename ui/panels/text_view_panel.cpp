@@ -580,8 +580,9 @@ void update_text_view(const app::DebuggerModel& model, TextViewState& state, con
         if (wait) state.segments.finish(skey, segment_job);
         else state.segments.want(skey, segment_job);
     }
-    if (level == Granularity::Word) {
-        // Word pairs' relations: the text parsed once per text (link-grammar serialises its parses).
+    if (level == Granularity::Word && (state.pinned >= 0 || state.mouse_segment >= 0 || state.pair_key >= 0)) {
+        // Word pairs' relations: the text parsed once per text (link-grammar serialises its parses),
+        // from the first time a word is hovered or kept.
         const TextViewState::SyntaxKey syntax_key{model.session().capture.get(), model.session().positions(), model.session().text.size()};
         state.syntax.poll();
         if ((wait && state.pair_key >= 0) || state.syntax.needs(syntax_key)) {
