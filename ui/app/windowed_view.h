@@ -52,6 +52,7 @@ struct WindowedViewOptions {
     int64_t select_query = -1;         // >= 0: start with this query row selected (and in view)
     std::string plane = "max", colormap = "viridis", scale = "log";
     int cache_mb = 256;
+    std::string rules_path, ontology_path;  // issue 7: rules checked on the session (and live), ontology labels
     bool validation = false;           // also on in debug builds and with ATTNSCOPE_VALIDATION=1
     bool vsync = true;
     bool full_redraw = false;          // redraw and present every frame whole (no frame damage)
