@@ -253,14 +253,16 @@ struct Builder {
             iv.description = cat("ablate ", heads_text, " (zero output): how much of the behaviour do they carry?");
         }
         const std::string worst_heads = heads_text.empty() ? std::string("none") : heads_text;
-        f.summary = at_least
-                        ? cat("heads ", worst_heads, " give the query too little attention on the keys (worst miss ",
-                              fmt(f.responsible_heads.empty() ? 0 : f.responsible_heads.front().miss), " below ",
-                              fmt(rule.threshold), ")",
-                              f.responsible_spans.empty() ? std::string() : "; it goes to the spans listed instead")
-                        : cat("heads ", worst_heads, " give the query too much attention on the keys (worst ",
-                              fmt(f.responsible_heads.empty() ? 0 : f.responsible_heads.front().miss), " above ",
-                              fmt(rule.threshold), ")");
+        const std::string worst =
+            f.responsible_heads.empty()
+                ? std::string()
+                : cat(" (worst ", head_name(f.responsible_heads.front().head), ": ", fmt(f.responsible_heads.front().value),
+                      ", ", fmt(f.responsible_heads.front().miss), at_least ? " short of " : " over ",
+                      rule_op_name(rule.op), " ", fmt(rule.threshold), ")");
+        f.summary = at_least ? cat("heads ", worst_heads, " give the query too little attention on the keys", worst,
+                                   f.responsible_spans.empty() ? std::string() : "; it goes to the spans listed instead")
+                             : cat("heads ", worst_heads, " give the query too much attention on the keys", worst,
+                                   f.responsible_spans.empty() ? std::string() : "; the spans listed take it");
         f.counterfactual_reason = options.counterfactual_reason;
         return f;
     }
@@ -653,8 +655,11 @@ std::string audit_report_html(const AuditReport& report) {
 
     // Input.
     std::vector<std::pair<TextSpan, unsigned>> all_marks;
+    // A query of every token ({any = true}) would paint the whole text: only its violations are marked.
+    auto marks_query = [&](const RuleResult& r) { return rules.rules[r.rule].query.kind != SpanSelectorKind::Any; };
     for (const RuleResult& r : report.result.results) {
-        for (const TextSpan& s : r.query_spans) all_marks.push_back({s, kQuery});
+        if (marks_query(r))
+            for (const TextSpan& s : r.query_spans) all_marks.push_back({s, kQuery});
         for (const TextSpan& s : r.key_spans) all_marks.push_back({s, kKey});
         for (const TextSpan& s : r.offending_spans) all_marks.push_back({s, kOffending});
     }
@@ -673,7 +678,8 @@ std::string audit_report_html(const AuditReport& report) {
                  verdict_name(r.verdict), "</h2>\n");
         h += cat("<p>", esc(rule_statement(rules, rule, r.heads.size())), "</p>\n<p>", esc(r.reason), "</p>\n");
         std::vector<std::pair<TextSpan, unsigned>> marks;
-        for (const TextSpan& s : r.query_spans) marks.push_back({s, kQuery});
+        if (marks_query(r))
+            for (const TextSpan& s : r.query_spans) marks.push_back({s, kQuery});
         for (const TextSpan& s : r.key_spans) marks.push_back({s, kKey});
         for (const TextSpan& s : r.offending_spans) marks.push_back({s, kOffending});
         if (audit.fix)
