@@ -621,7 +621,7 @@ std::string verdict_badge(Verdict v) {
 
 }  // namespace
 
-std::string audit_report_html(const AuditReport& report) {
+std::string audit_report_html(const AuditReport& report, const std::string& signer_key_id) {
     const RuleSet& rules = *report.rules;
     const Session& session = *report.session;
     const ProvenanceRecord& p = report.provenance;
@@ -795,7 +795,11 @@ std::string audit_report_html(const AuditReport& report) {
                         ", sensitivity Δ = ", fmt(report.dp->sensitivity), ", scale ", fmt(report.dp->scale), " (std ",
                         fmt(report.dp->stddev), ") on ", report.dp->values, " exported values; ", esc(report.dp->calibration))
                   : std::string("none"));
-    row("Signature", "MANIFEST.sig.json when signed (Ed25519 over every file); check with <code>attnscope verify REPORT</code>");
+    row("Signature", signer_key_id.empty()
+                         ? std::string("not signed (no key given)")
+                         : cat("Ed25519, key <code>", escape_html(signer_key_id), "</code>: <a href=\"", kDirectoryManifestName,
+                               "\">", kDirectoryManifestName, "</a> covers every file of this folder; check with "
+                               "<code>attnscope verify REPORT [--session SESSION]</code>"));
     h += "</table>\n</body>\n</html>\n";
     return h;
 }
@@ -834,7 +838,7 @@ AuditWriteResult write_audit_report(const AuditReport& report, const std::string
         const json report_json = audit_report_json(report);
         write_file_atomically((temp / "report.json").string(),
                               report_json.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
-        write_file_atomically((temp / "index.html").string(), audit_report_html(report));
+        write_file_atomically((temp / "index.html").string(), audit_report_html(report, key ? key->public_key.key_id : ""));
         write_file_atomically((temp / "provenance.json").string(),
                               provenance_to_json(report.provenance).dump(2, ' ', false, json::error_handler_t::replace) + "\n");
         if (key) {

@@ -154,7 +154,8 @@ AuditReport build_audit(const RuleSet& rules, const Session& session, const CpuT
 std::string audit_text(const AuditReport& report, size_t begin, size_t end);
 
 nlohmann::json audit_report_json(const AuditReport& report);  // docs/schemas/audit-report.schema.json
-std::string audit_report_html(const AuditReport& report);     // index.html: HTML + CSS, no scripts
+// index.html: HTML + CSS, no scripts. `signer_key_id`: the key that signs the folder ("" unsigned).
+std::string audit_report_html(const AuditReport& report, const std::string& signer_key_id = "");
 
 // How the report's binary files are drawn (the CLI passes ui/cli/tile_image's writers): the
 // snapshot's cropped heat map as PNG, and a float32 array as .npy.

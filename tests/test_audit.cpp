@@ -181,6 +181,15 @@ TEST_CASE("audit: verdicts, evidence and suggested fixes on crafted sessions", "
         CHECK(fix.counterfactual.is_null());
         CHECK_THAT(fix.counterfactual_reason, Catch::Contains("no model"));
         CHECK_FALSE(report.rules_audit[1].fix);
+        // A counterfactual run by a caller (with a model) takes the place of the reason.
+        AuditReport with_result = build_audit(rules, session, source, options);
+        with_result.rules_audit[0].fix->counterfactual = json{{"intervention", "mask keys [4, 5) in L1H0, L1H1"}, {"mass_after", 0.5}};
+        const json jr = audit_report_json(with_result);
+        CHECK(jr["rules"][0]["suggested_fix"]["counterfactual"]["mass_after"] == 0.5);
+        CHECK(jr["rules"][0]["suggested_fix"]["counterfactual_reason"].is_null());
+        CHECK(jr["counterfactuals"][0]["result"]["mass_after"] == 0.5);
+        CHECK(report_schema_errors(jr).empty());
+        CHECK_THAT(audit_report_html(with_result), Catch::Contains("Counterfactual result:") && Catch::Contains("mass_after"));
 
         const json j = audit_report_json(report);
         const std::vector<std::string> errors = report_schema_errors(j);
@@ -306,6 +315,7 @@ TEST_CASE("attnscope audit: a signed report folder that verifies, and fails for 
     CHECK(images >= 3);
     CHECK(html.find("class=\"q") != std::string::npos);  // text highlights
     CHECK_THAT(html, Catch::Contains("Suggested fix") && Catch::Contains("Counterfactual:</b> none"));
+    CHECK_THAT(html, Catch::Contains("Ed25519, key <code>" + load_public_key(fx.key_path).key_id));
 
     // No unmasked personal data in any file of the folder.
     for (const std::string& file : files_under(out)) {
