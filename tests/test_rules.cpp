@@ -15,6 +15,7 @@
 #include "engine/session_file.h"
 #include "engine/tile_source.h"
 #include "tests/crafted_session.h"
+#include "tests/json_schema.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
 
@@ -70,73 +71,10 @@ threshold = 0.01
 scope = "prompt"
 )";
 
-// ---- a small JSON Schema validator: the keywords the schema uses -------------------------------------
-
-void validate(const json& value, const json& schema, const json& root, const std::string& path,
-              std::vector<std::string>& errors) {
-    if (schema.contains("$ref")) {
-        const std::string ref = schema["$ref"];
-        REQUIRE(ref.rfind("#/$defs/", 0) == 0);
-        validate(value, root["$defs"][ref.substr(8)], root, path, errors);
-    }
-    if (schema.contains("oneOf")) {
-        int matched = 0;
-        for (const json& option : schema["oneOf"]) {
-            std::vector<std::string> sub;
-            validate(value, option, root, path, sub);
-            matched += sub.empty() ? 1 : 0;
-        }
-        if (matched != 1) errors.push_back(path + ": matches " + std::to_string(matched) + " of oneOf");
-    }
-    if (schema.contains("type")) {
-        auto is = [&](const std::string& t) {
-            if (t == "object") return value.is_object();
-            if (t == "array") return value.is_array();
-            if (t == "string") return value.is_string();
-            if (t == "integer") return value.is_number_integer();
-            if (t == "number") return value.is_number();
-            if (t == "boolean") return value.is_boolean();
-            if (t == "null") return value.is_null();
-            FAIL("schema type " << t);
-            return false;
-        };
-        bool ok = false;
-        if (schema["type"].is_array()) {
-            for (const json& t : schema["type"]) ok = ok || is(t.get<std::string>());
-        } else {
-            ok = is(schema["type"].get<std::string>());
-        }
-        if (!ok) {
-            errors.push_back(path + ": expected type " + schema["type"].dump() + ", found " + value.dump());
-            return;
-        }
-    }
-    if (schema.contains("enum") && std::find(schema["enum"].begin(), schema["enum"].end(), value) == schema["enum"].end())
-        errors.push_back(path + ": " + value.dump() + " is not in " + schema["enum"].dump());
-    if (schema.contains("minimum") && value.is_number() && value.get<double>() < schema["minimum"].get<double>())
-        errors.push_back(path + ": " + value.dump() + " < minimum");
-    if (value.is_object()) {
-        if (schema.contains("required"))
-            for (const json& key : schema["required"])
-                if (!value.contains(key.get<std::string>())) errors.push_back(path + ": missing " + key.get<std::string>());
-        for (const auto& [key, item] : value.items()) {
-            if (schema.contains("properties") && schema["properties"].contains(key))
-                validate(item, schema["properties"][key], root, path + "." + key, errors);
-            else if (schema.contains("additionalProperties") && schema["additionalProperties"] == false)
-                errors.push_back(path + ": unexpected property " + key);
-        }
-    }
-    if (value.is_array() && schema.contains("items"))
-        for (size_t i = 0; i < value.size(); ++i)
-            validate(value[i], schema["items"], root, path + "[" + std::to_string(i) + "]", errors);
-}
-
 std::vector<std::string> schema_errors(const json& value) {
     const json schema = json::parse(attn::testing::read_file_string(std::string(ATTNSCOPE_SOURCE_DIR) +
                                                                     "/docs/schemas/rules-result.schema.json"));
-    std::vector<std::string> errors;
-    validate(value, schema, schema, "$", errors);
-    return errors;
+    return attn::testing::json_schema_errors(value, schema);
 }
 
 }  // namespace

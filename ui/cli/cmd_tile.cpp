@@ -2,7 +2,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <optional>
-#include <random>
 
 #include "engine/error.h"
 #include "engine/pii.h"
@@ -11,6 +10,7 @@
 #include "engine/session_file.h"
 #include "engine/tile_source.h"
 #include "ui/cli/commands.h"
+#include "ui/cli/dp_options.h"
 #include "ui/cli/tile_image.h"
 
 namespace attn::cli {
@@ -20,16 +20,13 @@ struct TileCommand {
     std::string path, png, npy, aggregate = "sum";
     TileRequest request;
     std::string sign;  // key file: write FILE.sig.json next to each output
-    std::string dp_mechanism;
-    double epsilon = 0, delta = 0, sensitivity = 0;
-    uint64_t dp_seed = 0;
-    bool dp_seed_set = false;
+    DpOptions dp_options;
 
     void run() const {
         if (png.empty() && npy.empty()) fail("give --png FILE or --npy FILE (or both)");
         std::optional<SigningKey> key;
         if (!sign.empty()) key = load_signing_key(sign);  // a bad key fails before any work
-        std::optional<DpParams> dp = dp_params();
+        std::optional<DpParams> dp = dp_options.params();
         const Session session = load_session(path);
         if (!session.capture) fail(path, ": the session holds no capture");
         const CpuTileSource source(*session.capture);
@@ -41,40 +38,12 @@ struct TileCommand {
         if (!npy.empty()) write_npy(npy, values, Tile::kEdge, Tile::kEdge);
         if (!png.empty())
             write_heatmap_png(png, values, Tile::kEdge, Tile::kEdge, tile.valid_rows, tile.valid_cols);
-        if (noise)
-            std::fprintf(stderr, "differential privacy: %s noise, epsilon %g%s, sensitivity %g: scale %g (std %g) per value\n",
-                         noise->mechanism.c_str(), noise->epsilon,
-                         noise->mechanism == "gaussian" ? cat(", delta ", noise->delta).c_str() : "", noise->sensitivity,
-                         noise->scale, noise->stddev);
+        if (noise) print_dp_notice(*noise);
         if (key) sign_outputs(session, exact, noise, *key);
         std::fprintf(stderr, "tile layer %d head %d level %d (%lld, %lld): %d×%d cells cover tokens; wrote %s%s%s\n",
                      request.layer, request.head, request.level, static_cast<long long>(request.tx),
                      static_cast<long long>(request.ty), tile.valid_rows, tile.valid_cols, npy.c_str(),
                      npy.empty() || png.empty() ? "" : " and ", png.c_str());
-    }
-
-    std::optional<DpParams> dp_params() const {
-        if (dp_mechanism.empty()) {
-            if (epsilon > 0 || delta > 0 || sensitivity > 0 || dp_seed_set)
-                fail("--epsilon, --delta, --sensitivity and --dp-seed need --dp laplace|gaussian");
-            return std::nullopt;
-        }
-        DpParams params;
-        params.mechanism = dp_mechanism == "gaussian" ? DpMechanism::Gaussian : DpMechanism::Laplace;
-        if (!(epsilon > 0)) fail("--dp needs --epsilon E (> 0)");
-        if (!(sensitivity > 0)) fail("--dp needs --sensitivity S (> 0): how much one person's data can change a value");
-        params.epsilon = epsilon;
-        params.sensitivity = sensitivity;
-        if (params.mechanism == DpMechanism::Gaussian) {
-            if (!(delta > 0)) fail("--dp gaussian needs --delta D (in (0, 1))");
-            params.delta = delta;
-        } else if (delta > 0) {
-            fail("--delta is for --dp gaussian (the Laplace mechanism is pure epsilon-DP)");
-        }
-        // The seed is secret unless the user fixes it (for a reproducible test); it is never recorded.
-        params.seed = dp_seed_set ? dp_seed : (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
-        (void)dp_noise_parameters(params);  // checks the parameters before the session is read
-        return params;
     }
 
     void sign_outputs(const Session& session, const std::vector<float>& exact, const std::optional<DpNoiseReport>& noise,
@@ -115,14 +84,7 @@ void add_tile_command(CLI::App& app) {
     c->add_option("--agg", cmd->aggregate, "Aggregate: sum (attention mass) or max (peaks)")
         ->check(CLI::IsMember({"sum", "max"}));
     c->add_option("--sign", cmd->sign, "Sign each written file with this key (writes FILE.sig.json with provenance)");
-    c->add_option("--dp", cmd->dp_mechanism, "Add differential-privacy noise to the values: laplace or gaussian")
-        ->check(CLI::IsMember({"laplace", "gaussian"}));
-    c->add_option("--epsilon", cmd->epsilon, "Privacy budget epsilon of --dp");
-    c->add_option("--delta", cmd->delta, "delta of --dp gaussian");
-    c->add_option("--sensitivity", cmd->sensitivity, "Sensitivity of the released tile to one person's data for --dp (L1 norm for laplace, L2 for gaussian)");
-    c->add_option_function<uint64_t>(
-        "--dp-seed", [cmd](uint64_t seed) { cmd->dp_seed = seed, cmd->dp_seed_set = true; },
-        "Fix the noise seed (reproducible; otherwise random; never recorded, masked in the command line)");
+    cmd->dp_options.add_to(c, "the values");
     c->callback([cmd] { cmd->run(); });
 }
 

@@ -11,6 +11,7 @@ void add_tile_command(CLI::App& app);
 void add_signing_commands(CLI::App& app);          // keygen, sign, verify
 void add_bench_command(CLI::App& app);
 void add_rules_command(CLI::App& app);             // rules: check a rules file on a session
+void add_audit_command(CLI::App& app);             // audit: a signed report of a rules file on a session
 void add_syntax_command(CLI::App& app);            // syntax: link-grammar relations, per-head shares
 void add_ontology_command(CLI::App& app);          // ontology: labelled spans and anomalies
 void add_counterfactual_command(CLI::App& app);    // counterfactual: re-run with an intervention, diff attention

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     attn::cli::add_signing_commands(app);
     attn::cli::add_bench_command(app);
     attn::cli::add_rules_command(app);
+    attn::cli::add_audit_command(app);
     attn::cli::add_syntax_command(app);
     attn::cli::add_ontology_command(app);
     attn::cli::add_counterfactual_command(app);

@@ -85,5 +85,21 @@ void write_heatmap_png(const std::string& path, const std::vector<float>& values
     render_png(path, values, cols, rows, cols, 1, valid_rows, valid_cols, log_floor);
 }
 
+void write_heatmap_png_crop(const std::string& path, const std::vector<float>& values, int rows, int cols, int row0,
+                            int row1, int col0, int col1, int valid_rows, int valid_cols, int scale, float log_floor) {
+    if (values.size() != static_cast<size_t>(rows) * static_cast<size_t>(cols))
+        fail(path, ": ", values.size(), " values for a ", rows, "×", cols, " heat map");
+    if (row0 < 0 || col0 < 0 || row1 > rows || col1 > cols || row0 >= row1 || col0 >= col1)
+        fail(path, ": the crop ", row0, "..", row1, " × ", col0, "..", col1, " is outside the ", rows, "×", cols, " map");
+    if (scale < 1 || scale > 256) fail(path, ": ", scale, " pixels per cell is out of range (1-256)");
+    const int crop_rows = row1 - row0, crop_cols = col1 - col0;
+    std::vector<float> crop(static_cast<size_t>(crop_rows) * crop_cols);
+    for (int r = 0; r < crop_rows; ++r)
+        std::copy_n(values.begin() + static_cast<ptrdiff_t>(row0 + r) * cols + col0, crop_cols,
+                    crop.begin() + static_cast<ptrdiff_t>(r) * crop_cols);
+    render_png(path, crop, crop_cols, crop_rows * scale, crop_cols * scale, scale, std::max(0, valid_rows - row0),
+               std::max(0, valid_cols - col0), log_floor);
+}
+
 
 }  // namespace attn::cli

@@ -11,5 +11,10 @@ void write_npy(const std::string& path, const std::vector<float>& values, size_t
 // Cells outside valid_rows × valid_cols (past the end of the sequence) are drawn dark grey.
 void write_heatmap_png(const std::string& path, const std::vector<float>& values, int rows, int cols,
                        int valid_rows, int valid_cols, float log_floor = -6.0f);
+// The same colour map for cells [row0, row1) × [col0, col1) of a rows × cols array, each cell drawn as
+// scale × scale pixels (snapshots of a region, e.g. in audit reports); the log scale spans the crop.
+void write_heatmap_png_crop(const std::string& path, const std::vector<float>& values, int rows, int cols, int row0,
+                            int row1, int col0, int col1, int valid_rows, int valid_cols, int scale,
+                            float log_floor = -6.0f);
 
 }  // namespace attn::cli
