@@ -7,10 +7,12 @@
 //                  ones with GQA and a sliding window; a direct launch into NaN-poisoned buffers
 //                  writes every field. They print "SKIPPED: no CUDA device: <why>" without one.
 // Tolerance: masses, entropy and distance within 1e-5 absolute + 1e-4 relative (fp32 scores from
-// another summation order; the CPU's are a BLAS GEMM). keys_for_90 is a count: the same on rows of
-// random attention, where no two probabilities tie; on crafted rows of exactly equal values (the
-// uniform heads) the 90% boundary can fall within rounding of a sum of ties, where either count is
-// right, so there the mean may differ by at most 1 key (per row at most 1).
+// another summation order; the CPU's are a BLAS GEMM). keys_for_90 is a count, exact but for rows
+// where the top-k mass equals 90% of the total to within the rounding of the sums (a tie: either
+// count is right, and they differ by one key). On random attention such a row is rare (the float
+// scores differ by an ulp or two between the two paths): at most 1% of the rows (at least 1) may
+// differ, by one key each. On crafted rows of exactly equal values (the uniform heads) the boundary
+// can fall on a sum of equal keys on every row: there each row may differ by one key.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -64,12 +66,11 @@ void check_fingerprints(const HeadFingerprints& got, const HeadFingerprints& wan
         CHECK(close(a[i].local_mass, b[i].local_mass));
         CHECK(a[i].local_mass_if_uniform == b[i].local_mass_if_uniform);
         CHECK(close(a[i].mean_distance, b[i].mean_distance));
-        if (ties_possible) {
-            CHECK(std::abs(a[i].keys_for_90 - b[i].keys_for_90) <= 1.0);
-        } else {
-            CHECK(a[i].keys_for_90 == b[i].keys_for_90);
-            CHECK(a[i].keys_for_90_fraction == b[i].keys_for_90_fraction);
-        }
+        // keys_for_90 is a mean of counts: rows × the difference is how many keys differ in all.
+        const double keys_apart = std::abs(a[i].keys_for_90 - b[i].keys_for_90) * double(b[i].rows);
+        const double rows_allowed = ties_possible ? double(b[i].rows) : std::max(1.0, 0.01 * double(b[i].rows));
+        CHECK(keys_apart <= rows_allowed + 1e-6);
+        CHECK(std::abs(a[i].keys_for_90_fraction - b[i].keys_for_90_fraction) * double(b[i].rows) <= rows_allowed + 1e-6);
         CHECK(a[i].positional_offset == b[i].positional_offset);
         CHECK(close(a[i].positional_mass, b[i].positional_mass));
         CHECK(a[i].labels == b[i].labels);
@@ -168,7 +169,7 @@ private:
 TEST_CASE("the fingerprint kernel's host emulation agrees with the CPU", "[heads]") {
     SECTION("crafted heads") {
         for (const Session& session : {crafted_kinds(), crafted_induction()})
-            check_fingerprints(lab::emulate_fingerprints(session), HeadFingerprints::compute(session), true);
+            check_fingerprints(lab::emulate_fingerprints(session), HeadFingerprints::compute(session), false);
     }
     SECTION("random attention: GQA, sliding windows, head dims with and without float4 loads, a sample") {
         struct Case {
