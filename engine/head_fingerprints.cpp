@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <numbers>
 #include <unordered_map>
@@ -259,20 +260,33 @@ HeadFingerprints HeadFingerprints::compute(const Session& session, const Fingerp
     return fingerprints;
 }
 
-void HeadFingerprints::fold_in(const CaptureStore& store, std::span<const Token> tokens,
-                               std::span<const int64_t> queries) {
-    if (!(store.shape() == shape_)) fail("head fingerprints: the capture's shape is not the one they were made for");
+void HeadFingerprints::check_queries(std::span<const int64_t> queries) const {
     int64_t previous = rows_.empty() ? 0 : rows_.back();
     for (int64_t q : queries) {
         if (q < 1) fail("query row ", q, " cannot be folded into a head fingerprint (rows start at 1)");
         if (q <= previous)
             fail("query row ", q, " cannot be folded into the head fingerprints: rows must come in order, after row ",
                  previous);
+        previous = q;
+    }
+}
+
+void HeadFingerprints::count_offset_rows(std::span<const int64_t> queries) {
+    for (int64_t q : queries)
+        for (int64_t d = 0; d <= std::min<int64_t>(kMaxOffset, q - 1); ++d) ++offset_rows_[static_cast<size_t>(d)];
+    rows_.insert(rows_.end(), queries.begin(), queries.end());
+    rows_available_ += static_cast<int64_t>(queries.size());
+}
+
+void HeadFingerprints::fold_in(const CaptureStore& store, std::span<const Token> tokens,
+                               std::span<const int64_t> queries) {
+    if (!(store.shape() == shape_)) fail("head fingerprints: the capture's shape is not the one they were made for");
+    check_queries(queries);
+    for (int64_t q : queries) {
         if (q >= static_cast<int64_t>(tokens.size()))
             fail("query row ", q, " has no token (the session has ", tokens.size(), ")");
         if (q >= store.positions())
             fail("query row ", q, " is not captured (", store.positions(), " positions)");
-        previous = q;
     }
     if (queries.empty()) return;
 
@@ -303,43 +317,78 @@ void HeadFingerprints::fold_in(const CaptureStore& store, std::span<const Token>
         for (size_t first = 0, count = 0; first < queries.size(); first += count) {
             count = RowGroup::rows_for(queries.subspan(first));
             group.compute(store, layer, head, queries.subspan(first, count));
-            for (size_t r = 0; r < count; ++r)
-                add_row(sums, group, r, earlier[first + r], options_.local_window, scratch);
+            for (size_t r = 0; r < count; ++r) {
+                const FingerprintRow row = measure_row(group, r, earlier[first + r], options_.local_window, scratch);
+                add_row(sums, row, group.query(r) - group.first_visible(r) + 1, options_.local_window);
+            }
         }
     });
     sums_ = std::move(updated);
-    for (int64_t q : queries)
-        for (int64_t d = 0; d <= std::min<int64_t>(kMaxOffset, q - 1); ++d) ++offset_rows_[static_cast<size_t>(d)];
-    rows_.insert(rows_.end(), queries.begin(), queries.end());
-    rows_available_ += static_cast<int64_t>(queries.size());
+    count_offset_rows(queries);
 }
 
-void HeadFingerprints::add_row(Sums& s, const RowGroup& group, size_t r, std::span<const int64_t> earlier, int window,
-                               KeySelection& scratch) {
+HeadFingerprints HeadFingerprints::from_rows(const CaptureShape& shape, const FingerprintOptions& options,
+                                             std::span<const int64_t> queries, std::span<const FingerprintRow> measured,
+                                             int64_t rows_available) {
+    HeadFingerprints fingerprints(shape, options);
+    fingerprints.check_queries(queries);
+    const size_t heads = fingerprints.sums_.size();
+    if (measured.size() != heads * queries.size())
+        fail("head fingerprints: ", measured.size(), " measured rows for ", heads, " heads × ", queries.size(),
+             " queries");
+    if (rows_available < static_cast<int64_t>(queries.size()))
+        fail("head fingerprints: ", queries.size(), " rows sampled from only ", rows_available);
+    for (size_t index = 0; index < heads; ++index)
+        for (size_t r = 0; r < queries.size(); ++r) {
+            const FingerprintRow& row = measured[index * queries.size() + r];
+            const int64_t q = queries[r];
+            if (row.query != q)
+                fail("head fingerprints: measured row ", index * queries.size() + r, " is of query ", row.query,
+                     ", expected ", q);
+            const int64_t first = shape.sliding_window > 0 ? std::max<int64_t>(0, q - shape.sliding_window + 1) : 0;
+            add_row(fingerprints.sums_[index], row, q - first + 1, options.local_window);
+        }
+    fingerprints.count_offset_rows(queries);
+    fingerprints.rows_available_ = rows_available;
+    return fingerprints;
+}
+
+FingerprintRow HeadFingerprints::measure_row(const RowGroup& group, size_t r, std::span<const int64_t> earlier,
+                                             int window, KeySelection& scratch) {
+    FingerprintRow m;
     const int64_t q = group.query(r);
     const std::span<const float> row = group.row(r);
-    const int64_t keys = q - group.first_visible(r) + 1;
-    const double entropy = group.entropy_bits(r);
-    s.entropy += entropy;
-    s.normalized_entropy += keys > 1 ? entropy / std::log2(static_cast<double>(keys)) : 0.0;
-    s.sink += row[0];
-    s.previous += row[static_cast<size_t>(q - 1)];
-    if (!earlier.empty()) {
-        double mass = 0;
-        for (int64_t j : earlier) mass += row[static_cast<size_t>(j + 1)];
-        s.induction += mass;
+    m.query = q;
+    m.total = group.total(r);
+    m.entropy_bits = group.entropy_bits(r);
+    m.sink = row[0];
+    m.previous = row[static_cast<size_t>(q - 1)];
+    m.has_earlier = !earlier.empty();
+    for (int64_t j : earlier) m.induction += row[static_cast<size_t>(j + 1)];
+    for (int64_t k = std::max<int64_t>(0, q - window); k <= q; ++k) m.local += row[static_cast<size_t>(k)];
+    m.distance = group.distance(r);
+    for (int64_t d = 0; d <= std::min<int64_t>(kMaxOffset, q - 1); ++d)
+        m.offset_mass[static_cast<size_t>(d)] = row[static_cast<size_t>(q - d)];
+    m.keys_for_90 = fewest_keys_holding_90(row, group.total(r), group.largest(r), scratch);
+    return m;
+}
+
+void HeadFingerprints::add_row(Sums& s, const FingerprintRow& m, int64_t keys, int window) {
+    s.entropy += m.entropy_bits;
+    s.normalized_entropy += keys > 1 ? m.entropy_bits / std::log2(static_cast<double>(keys)) : 0.0;
+    s.sink += m.sink;
+    s.previous += m.previous;
+    if (m.has_earlier) {
+        s.induction += m.induction;
         ++s.induction_rows;
     }
-    double local = 0;
-    for (int64_t k = std::max<int64_t>(0, q - window); k <= q; ++k) local += row[static_cast<size_t>(k)];
-    s.local += local;
+    s.local += m.local;
     s.local_uniform += static_cast<double>(std::min<int64_t>(window + 1, keys)) / static_cast<double>(keys);
-    s.distance += group.distance(r);
-    for (int64_t d = 0; d <= std::min<int64_t>(kMaxOffset, q - 1); ++d)
-        s.offset_mass[static_cast<size_t>(d)] += row[static_cast<size_t>(q - d)];
-    const int64_t keys90 = fewest_keys_holding_90(row, group.total(r), group.largest(r), scratch);
-    s.keys90 += static_cast<double>(keys90);
-    s.keys90_fraction += static_cast<double>(keys90) / static_cast<double>(keys);
+    s.distance += m.distance;
+    for (int64_t d = 0; d <= std::min<int64_t>(kMaxOffset, m.query - 1); ++d)
+        s.offset_mass[static_cast<size_t>(d)] += m.offset_mass[static_cast<size_t>(d)];
+    s.keys90 += static_cast<double>(m.keys_for_90);
+    s.keys90_fraction += static_cast<double>(m.keys_for_90) / static_cast<double>(keys);
 }
 
 HeadFingerprint HeadFingerprints::at(int layer, int head, const LabelThresholds& thresholds) const {
@@ -383,6 +432,48 @@ std::vector<HeadFingerprint> HeadFingerprints::all(const LabelThresholds& thresh
     for (int layer = 0; layer < shape_.n_layer; ++layer)
         for (int head = 0; head < shape_.n_head; ++head) out.push_back(at(layer, head, thresholds));
     return out;
+}
+
+// ---- where the fingerprints are computed ---------------------------------------------------------
+
+// The GPU side registers here when it is built (kernels/gpu_head_fingerprints.cpp), as the cuda
+// backend does in engine/backend.cpp.
+#ifndef ATTNSCOPE_HAVE_CUDA
+bool cuda_fingerprints_available(std::string* why_not) {
+    if (why_not) *why_not = "this attnscope was built without CUDA (nvcc was not found at configure time)";
+    return false;
+}
+HeadFingerprints compute_head_fingerprints_cuda(const Session&, const FingerprintOptions&) {
+    fail("head fingerprints on the GPU are unavailable: this attnscope was built without CUDA");
+}
+#endif
+
+ComputedFingerprints compute_head_fingerprints(const Session& session, const FingerprintOptions& options,
+                                               FingerprintDevice device) {
+    if (!session.capture) fail("the session has no captured attention");
+    std::string forced_by;
+    if (device == FingerprintDevice::Auto) {
+        const char* env = std::getenv("ATTNSCOPE_FINGERPRINTS");
+        const std::string_view choice = env ? env : "";
+        if (choice == "cpu") {
+            device = FingerprintDevice::Cpu;
+            forced_by = "ATTNSCOPE_FINGERPRINTS=cpu";
+        } else if (choice == "cuda") {
+            device = FingerprintDevice::Cuda;
+        } else if (!choice.empty() && choice != "auto") {
+            fail("ATTNSCOPE_FINGERPRINTS must be cpu, cuda or auto (got '", choice, "')");
+        }
+    }
+    std::string why_not;
+    if (device == FingerprintDevice::Cuda) {
+        if (!cuda_fingerprints_available(&why_not))
+            fail("head fingerprints on the GPU are unavailable: ", why_not);
+        return {compute_head_fingerprints_cuda(session, options), "cuda", ""};
+    }
+    if (device == FingerprintDevice::Auto && cuda_fingerprints_available(&why_not))
+        return {compute_head_fingerprints_cuda(session, options), "cuda", ""};
+    if (device == FingerprintDevice::Cpu && forced_by.empty()) why_not = "the CPU was asked for";
+    return {HeadFingerprints::compute(session, options), "cpu", forced_by.empty() ? why_not : forced_by};
 }
 
 // ---- user labels -----------------------------------------------------------------------------

@@ -52,6 +52,7 @@
 //   local           local_mass ≥ 0.7 and at least 0.3 above local_mass_if_uniform, spread over the window
 //                   rather than on one key: not previous-token, positional or sink by the rules above
 //   broad           normalized_entropy ≥ 0.8 (spreads its mass nearly uniformly over what it sees)
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -109,6 +110,25 @@ const std::vector<std::string>& automatic_label_names();
 // including 1 and end − 1. Ascending; empty when end <= 1. max_rows must be >= 1.
 std::vector<int64_t> sample_query_rows(int64_t end, int max_rows);
 
+// What one query row of one head contributes to its fingerprint, measured from the exact row of P
+// (keys 0..query). The CPU measures rows in HeadFingerprints::fold_in; the GPU
+// (kernels/head_fingerprints.cu) measures the same quantities and hands them to
+// HeadFingerprints::from_rows, which averages them with the same code.
+struct FingerprintRow {
+    static constexpr int kMaxOffset = 64;
+    int64_t query = 0;
+    double total = 0;               // Σ p (1 up to rounding; not averaged, kept for checks)
+    double entropy_bits = 0;        // −Σ p·(score − LSE) / ln 2, clamped at 0
+    double sink = 0;                // p[0]
+    double previous = 0;            // p[query − 1]
+    double induction = 0;           // Σ p[j + 1] over earlier j with the query's token id
+    bool has_earlier = false;       // whether there is such a j (else the row is not an induction row)
+    double local = 0;               // Σ p[query − w .. query]
+    double distance = 0;            // Σ p·(query − key)
+    int64_t keys_for_90 = 0;        // fewest keys holding 90% of `total`
+    std::array<double, kMaxOffset + 1> offset_mass{};  // [δ] = p[query − δ] for δ ≤ min(64, query − 1)
+};
+
 // Running sums for every head of a capture: fold_in adds rows, at() and all() give the means.
 class HeadFingerprints {
 public:
@@ -122,6 +142,13 @@ public:
     // for_each_parallel does. tokens: the session's tokens, at least through the last query (for the
     // induction keys). Fails, changing nothing, on a bad query.
     void fold_in(const CaptureStore& store, std::span<const Token> tokens, std::span<const int64_t> queries);
+    // Fingerprints from rows measured elsewhere (the GPU): `measured` holds, for every head
+    // (layer-major) in turn, one FingerprintRow per query of `queries` (ascending, >= 1), in that
+    // order. rows_available: the rows the queries were sampled from (at least queries.size()).
+    static HeadFingerprints from_rows(const CaptureShape& shape, const FingerprintOptions& options,
+                                      std::span<const int64_t> queries, std::span<const FingerprintRow> measured,
+                                      int64_t rows_available);
+
     // One decode step's row.
     void fold_in(const CaptureStore& store, std::span<const Token> tokens, int64_t query) {
         fold_in(store, tokens, std::span<const int64_t>(&query, 1));
@@ -139,7 +166,7 @@ public:
     HeadFingerprint at(int layer, int head, const LabelThresholds& thresholds = {}) const;
     std::vector<HeadFingerprint> all(const LabelThresholds& thresholds = {}) const;  // layer-major
 
-    static constexpr int kMaxOffset = 64;  // largest relative offset positional_offset considers
+    static constexpr int kMaxOffset = FingerprintRow::kMaxOffset;  // largest relative offset positional_offset considers
 
 private:
     struct Sums {
@@ -151,8 +178,11 @@ private:
 
     class RowGroup;      // exact rows of one head for a group of queries (head_fingerprints.cpp)
     struct KeySelection;  // buffers for keys_for_90
-    static void add_row(Sums& sums, const RowGroup& group, size_t r, std::span<const int64_t> earlier, int window,
-                        KeySelection& scratch);
+    static FingerprintRow measure_row(const RowGroup& group, size_t r, std::span<const int64_t> earlier, int window,
+                                      KeySelection& scratch);
+    static void add_row(Sums& sums, const FingerprintRow& row, int64_t visible_keys, int window);
+    void check_queries(std::span<const int64_t> queries) const;
+    void count_offset_rows(std::span<const int64_t> queries);
 
     CaptureShape shape_;
     FingerprintOptions options_;
@@ -161,6 +191,28 @@ private:
     std::vector<int64_t> rows_;
     int64_t rows_available_ = 0;
 };
+
+// ---- where the fingerprints are computed --------------------------------------------------------
+
+enum class FingerprintDevice { Auto, Cpu, Cuda };
+
+struct ComputedFingerprints {
+    HeadFingerprints fingerprints;
+    std::string device;      // "cuda" or "cpu": where the rows were measured
+    std::string cpu_reason;  // why the CPU did it ("" when the GPU did)
+};
+
+// HeadFingerprints::compute on the GPU when one is usable (a CUDA build, a device that runs its
+// kernels), else on the CPU. Auto also reads ATTNSCOPE_FINGERPRINTS: "cpu" forces the CPU, "cuda"
+// requires the GPU, "auto" or unset chooses; anything else fails. Cuda fails with the reason when no
+// device is usable. The GPU result equals the CPU's to float rounding (tests/test_cuda_fingerprints.cpp).
+ComputedFingerprints compute_head_fingerprints(const Session& session, const FingerprintOptions& options = {},
+                                               FingerprintDevice device = FingerprintDevice::Auto);
+
+// True when the GPU fingerprint kernels can run here; else false with the reason.
+bool cuda_fingerprints_available(std::string* why_not = nullptr);
+// The GPU computation itself (kernels/gpu_head_fingerprints.cpp); fails without a usable device.
+HeadFingerprints compute_head_fingerprints_cuda(const Session& session, const FingerprintOptions& options);
 
 // ---- user labels (Session::head_labels) --------------------------------------------------------
 

@@ -553,7 +553,7 @@ std::vector<HeadRef> select_heads(const Session& session, IndexRange layers, Ind
     if (!session.capture) fail("the session holds no capture");
     std::vector<HeadFingerprint> computed;
     if (!fingerprints && !labels.empty()) {
-        computed = HeadFingerprints::compute(session).all();
+        computed = compute_head_fingerprints(session).fingerprints.all();
         fingerprints = &computed;
     }
     return heads_in(session.capture->shape(), layers, heads, labels, session, fingerprints, "");
@@ -564,7 +564,7 @@ std::vector<std::vector<HeadRef>> resolve_rule_heads(const RuleSet& rules, const
     if (!session.capture) fail("rules: the session holds no capture");
     std::vector<HeadFingerprint> computed;
     if (!fingerprints && rules.uses_labels()) {
-        computed = HeadFingerprints::compute(session).all();
+        computed = compute_head_fingerprints(session).fingerprints.all();
         fingerprints = &computed;
     }
     std::vector<std::vector<HeadRef>> out;

@@ -150,7 +150,9 @@ struct HeadsCommand {
         FingerprintOptions options;
         options.max_rows = rows;
         options.local_window = window;
-        const HeadFingerprints fingerprints = HeadFingerprints::compute(session, options);
+        // On the GPU where one is usable (ATTNSCOPE_FINGERPRINTS=cpu forces the CPU); the JSON says which.
+        const ComputedFingerprints computed = compute_head_fingerprints(session, options);
+        const HeadFingerprints& fingerprints = computed.fingerprints;
         const std::vector<HeadFingerprint> heads = fingerprints.all();
         if (!project.empty()) {
             print_projection(project_heads(source, session, heads, projection_options));
@@ -169,7 +171,7 @@ struct HeadsCommand {
         if (sort_key.value)
             std::stable_sort(order.begin(), order.end(),
                              [&](size_t a, size_t b) { return sort_key.value(heads[a]) > sort_key.value(heads[b]); });
-        if (json) print_json(session, fingerprints, heads, order);
+        if (json) print_json(session, computed, heads, order);
         else print_table(session, fingerprints, heads, order);
     }
 
@@ -222,9 +224,12 @@ struct HeadsCommand {
         }
     }
 
-    void print_json(const Session& session, const HeadFingerprints& fingerprints,
+    void print_json(const Session& session, const ComputedFingerprints& computed,
                     const std::vector<HeadFingerprint>& heads, const std::vector<size_t>& order) const {
+        const HeadFingerprints& fingerprints = computed.fingerprints;
         nlohmann::json out = session_json(session);
+        out["device"] = computed.device;  // where the rows were measured: "cuda" or "cpu"
+        if (!computed.cpu_reason.empty()) out["device_note"] = computed.cpu_reason;
         out["rows_used"] = fingerprints.rows().size();
         out["rows_available"] = fingerprints.rows_available();
         out["sampled"] = fingerprints.sampled();

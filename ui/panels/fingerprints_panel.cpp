@@ -202,7 +202,7 @@ void update_fingerprints(const app::DebuggerModel& model, FingerprintsState& sta
             state.pending = std::async(std::launch::async, [snapshot = std::move(snapshot), started] {
                 FingerprintOptions options;
                 options.threads = 0;
-                auto accumulator = std::make_shared<HeadFingerprints>(HeadFingerprints::compute(snapshot, options));
+                auto accumulator = std::make_shared<HeadFingerprints>(compute_head_fingerprints(snapshot, options).fingerprints);
                 return FingerprintsState::Result{accumulator, accumulator->all(),
                               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count()};
             });
