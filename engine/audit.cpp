@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "engine/atomic_file.h"
+#include "engine/counterfactual.h"
 #include "engine/error.h"
 #include "engine/text_segments.h"
 
@@ -892,6 +893,46 @@ std::string audit_summary_text(const AuditReport& report) {
     out += cat("summary: ", report.result.failed, " failed, ", report.result.passed, " passed, ",
                report.result.not_applicable, " not applicable (", report.result.results.size(), " rules)\n");
     return out;
+}
+
+namespace {
+
+// Masks personal data in every string of a JSON value (the report's texts are masked the same way).
+void mask_json_strings(nlohmann::json& value, bool mask) {
+    if (!mask) return;
+    if (value.is_string()) {
+        value = mask_pii(value.get<std::string>());
+    } else if (value.is_array() || value.is_object()) {
+        for (auto& item : value) mask_json_strings(item, mask);
+    }
+}
+
+}  // namespace
+
+void add_audit_counterfactuals(AuditReport& report, const Model& model) {
+    if (!report.session) fail("the audit report has no session");
+    for (AuditRule& rule : report.rules_audit) {
+        if (!rule.fix) continue;
+        AuditFix& fix = *rule.fix;
+        std::vector<std::pair<int, int>> heads;
+        for (const HeadRef& h : fix.intervention.heads) heads.emplace_back(h.layer, h.head);
+        try {
+            Intervention intervention;
+            if (fix.intervention.kind == "mask_keys")
+                intervention = Intervention::mask_keys(fix.intervention.begin, fix.intervention.end, heads);
+            else if (fix.intervention.kind == "ablate_heads")
+                intervention = Intervention::ablate_heads(heads, false);
+            else
+                fail("no counterfactual for an intervention of kind '", fix.intervention.kind, "'");
+            nlohmann::json result = run_counterfactual(model, *report.session, intervention).to_json();
+            mask_json_strings(result, report.pii_masking);
+            fix.counterfactual = std::move(result);
+            fix.counterfactual_reason.clear();
+        } catch (const std::exception& e) {
+            fix.counterfactual = nullptr;
+            fix.counterfactual_reason = cat("the run failed: ", e.what());
+        }
+    }
 }
 
 }  // namespace attn

@@ -48,6 +48,7 @@
 
 #include "engine/pii.h"
 #include "engine/provenance.h"
+#include "engine/model.h"
 #include "engine/rules.h"
 #include "engine/session.h"
 #include "engine/signing.h"
@@ -148,6 +149,12 @@ struct AuditReport {
 // Evaluates the rules and gathers the evidence (the session and rule set must outlive the report).
 AuditReport build_audit(const RuleSet& rules, const Session& session, const CpuTileSource& source,
                         const AuditOptions& options = {});
+
+// Runs each suggested fix's intervention on the cpu backend (engine/counterfactual.h: teacher-forced
+// and free re-runs, the step diff against the original, the output tokens' probabilities before and
+// after) and puts the result into the fix. Personal data in the result's texts is masked as in the
+// rest of the report. A fix whose run fails keeps counterfactual null with the error as its reason.
+void add_audit_counterfactuals(AuditReport& report, const Model& model);
 
 // The text [begin, end) of the session as the report shows it: spans of personal data overlapping
 // it replaced by "●●●● [TYPE]" when masking is on.

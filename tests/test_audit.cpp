@@ -418,3 +418,39 @@ TEST_CASE("attnscope audit: passing session, --no-pii-masking, --dp, and bad inp
                }),
                Catch::Contains("exists and is not a folder"));
 }
+
+TEST_CASE("attnscope audit --model: each suggested fix carries its counterfactual run, personal data masked", "[audit][cli][counterfactual]") {
+    using attn::testing::run_cli;
+    if (!fs::exists(attn::default_model_path())) {
+        WARN("SKIPPED: default model not found at " << attn::default_model_path() << " (run scripts/fetch_model.sh)");
+        return;
+    }
+    attn::testing::TempDir dir("audit_model");
+    const std::string phone = "13812345678";
+    const std::string session = dir.file("s.attn");
+    const auto captured = run_cli("capture --model default --prompt \"My phone is " + phone +
+                                  ". The capital of France is Paris. The capital of Italy is\" -n 3 -o " + session);
+    INFO(captured.out << captured.err);
+    REQUIRE(captured.exit_code == 0);
+    // Fails on every head: no query attends to " capital" with almost all its mass.
+    { std::ofstream(dir.file("r.toml")) << "[[rules]]\nid = \"all-on-capital\"\nlayers = \"3\"\nheads = \"*\"\n"
+                                           "query = \" is\"\nkey = \" capital\"\naggregate = \"max\"\nop = \">=\"\nthreshold = 0.99\nscope = \"prompt\"\n"; }
+    const auto audited = run_cli("audit " + session + " --rules " + dir.file("r.toml") + " --model default -o " + dir.file("rep"));
+    INFO(audited.out << audited.err);
+    REQUIRE(audited.exit_code == 1);
+    const json report = json::parse(attn::testing::read_file_string(dir.file("rep") + "/report.json"));
+    CHECK(attn::testing::json_schema_errors(report, load_schema("audit-report.schema.json")).empty());
+    REQUIRE(report["counterfactuals"].size() == 1);
+    const json& entry = report["counterfactuals"][0];
+    REQUIRE(entry["result"].is_object());
+    CHECK(entry["reason"].is_null());
+    CHECK(entry["result"]["intervention"]["kind"] == entry["intervention"]["kind"]);
+    CHECK(entry["result"]["outputs"].size() == 3);  // each generated token's probability before and after
+    CHECK_FALSE(entry["result"]["heads"].empty());
+    CHECK(attn::testing::read_file_string(dir.file("rep") + "/index.html").find("Counterfactual:</b> none") == std::string::npos);
+    for (const auto& entry : fs::recursive_directory_iterator(dir.file("rep"))) {
+        if (!entry.is_regular_file()) continue;
+        INFO(entry.path());
+        CHECK(attn::testing::read_file_string(entry.path().string()).find(phone) == std::string::npos);
+    }
+}

@@ -180,7 +180,7 @@ TEST_CASE("window: personal data is masked in the text view, its exports and the
     REQUIRE(r->exit_code == 0);
     const std::vector<json> states = states_of(r->out);
     REQUIRE(states.size() == 4);
-    for (const std::string& file : {"tokens.csv", "words.json", "sentences.csv"}) {
+    for (const char* file : {"tokens.csv", "words.json", "sentences.csv"}) {
         const std::string text = attn::testing::read_file_string(dir.file(file));
         INFO(file << ":\n" << text);
         for (const std::string& secret : kPii) CHECK(text.find(secret) == std::string::npos);

@@ -14,6 +14,7 @@
 
 #include "engine/audit.h"
 #include "engine/error.h"
+#include "engine/model.h"
 #include "engine/ontology.h"
 #include "engine/pii.h"
 #include "engine/rules.h"
@@ -29,7 +30,7 @@ namespace attn::cli {
 namespace {
 
 struct AuditCommand {
-    std::string session_path, rules_path, ontology_path, key_path, out;
+    std::string session_path, rules_path, ontology_path, key_path, out, model_path;
     bool force = false;
     bool no_pii_masking = false;
     int max_checks = 6;
@@ -52,7 +53,11 @@ struct AuditCommand {
         const Session session = load_session(session_path);
         if (!session.capture) fail(session_path, ": the session holds no capture");
         const CpuTileSource source(*session.capture);
-        const AuditReport report = build_audit(rules, session, source, options);
+        AuditReport report = build_audit(rules, session, source, options);
+        if (!model_path.empty()) {
+            const std::unique_ptr<Model> model = Model::load(resolve_model_path(model_path));
+            add_audit_counterfactuals(report, *model);
+        }
         AuditFileWriters writers;
         writers.png = [](const std::string& path, const AuditSnapshot& s) {
             write_heatmap_png_crop(path, s.tile, Tile::kEdge, Tile::kEdge, s.row0, s.row1, s.col0, s.col1, s.valid_rows,
@@ -90,6 +95,9 @@ void add_audit_command(CLI::App& app) {
     c->add_option("--ontology", cmd->ontology_path, "Ontology file for {type = ...} selectors (engine/ontology.h)");
     c->add_option("--key", cmd->key_path, "Sign the report with this secret key (attnscope keygen): DIR/MANIFEST.sig.json");
     c->add_option("-o,--out", cmd->out, "Report folder to write (must not exist or be empty, unless --force)")->required();
+    c->add_option("--model", cmd->model_path,
+                  "Run each suggested fix's intervention on this model (PATH or 'default'; the session's model) and "
+                  "put the counterfactual result in the report");
     c->add_flag("--force", cmd->force, "Replace an existing, non-empty report folder");
     c->add_flag("--no-pii-masking", cmd->no_pii_masking,
                 "Show personal data (ID numbers, phones, cards, e-mail, IPs) unmasked in the report");
