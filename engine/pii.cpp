@@ -7,6 +7,7 @@
 #include <ctime>
 #include <iterator>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "engine/error.h"
@@ -505,6 +506,23 @@ std::string mask_pii_range(std::string_view text, size_t begin, size_t end, cons
     }
     if (at < end) out.append(text.substr(at, end - at));
     return out;
+}
+
+void mask_pii_json(nlohmann::json& value, std::string_view text, const std::vector<PiiSpan>& spans) {
+    if (value.is_object()) {
+        if (value.contains("begin") && value.contains("end") && value.contains("text") && value["begin"].is_number_unsigned() &&
+            value["end"].is_number_unsigned() && value["text"].is_string()) {
+            const size_t end = std::min<size_t>(value["end"].get<size_t>(), text.size());
+            const size_t begin = std::min<size_t>(value["begin"].get<size_t>(), end);
+            value["text"] = mask_pii_range(text, begin, end, spans);
+        }
+        for (auto& [key, item] : value.items())
+            if (key != "text" || !item.is_string()) mask_pii_json(item, text, spans);
+    } else if (value.is_array()) {
+        for (nlohmann::json& item : value) mask_pii_json(item, text, spans);
+    } else if (value.is_string()) {
+        value = mask_pii(value.get<std::string>());
+    }
 }
 
 std::string mask_pii_if_enabled(std::string_view text) {

@@ -36,6 +36,7 @@
 // standard library. The report states the mechanism, ε, δ, Δ and the scale — never the seed,
 // which would let anyone subtract the noise.
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <span>
 #include <string>
 #include <string_view>
@@ -69,6 +70,10 @@ std::string mask_pii(std::string_view text);  // find_pii + mask
 // Bytes [begin, end) of `text` as displayed: every span that overlaps them, even partly, becomes
 // one "●●●● [TYPE]" (a piece of a span is still personal data). `spans` as find_pii(text) returns them.
 std::string mask_pii_range(std::string_view text, size_t begin, size_t end, const std::vector<PiiSpan>& spans);
+// Masks a JSON export of `text` in place: every object with numeric "begin", "end" and a string
+// "text" (a byte span of `text`, as rules and ontology reports write them) gets mask_pii_range's
+// text, and every other string is masked on its own.
+void mask_pii_json(nlohmann::json& value, std::string_view text, const std::vector<PiiSpan>& spans);
 // `text` masked only when privacy_defaults().mask_pii is on.
 std::string mask_pii_if_enabled(std::string_view text);
 

@@ -771,11 +771,15 @@ std::string fmt(double v) {
 
 }  // namespace
 
-std::string rules_report_text(const RulesReport& report, const RuleSet& rules, const Session& session) {
+std::string rules_report_text(const RulesReport& report, const RuleSet& rules, const Session& session,
+                              const std::vector<PiiSpan>& pii) {
     std::string out;
     auto span_text = [&](const TextSpan& s) {
         const uint32_t end = std::min<uint32_t>(s.end, static_cast<uint32_t>(session.text.size()));
-        return quoted(std::string_view(session.text).substr(std::min(s.begin, end), end - std::min(s.begin, end)));
+        const uint32_t begin = std::min(s.begin, end);
+        const std::string shown = pii.empty() ? session.text.substr(begin, end - begin)
+                                              : mask_pii_range(session.text, begin, end, pii);
+        return quoted(std::string_view(shown));
     };
     for (const RuleResult& r : report.results) {
         const Rule& rule = rules.rules[r.rule];

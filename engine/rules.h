@@ -69,6 +69,7 @@
 
 #include "engine/head_fingerprints.h"
 #include "engine/ontology.h"
+#include "engine/pii.h"
 #include "engine/session.h"
 #include "engine/text_segments.h"
 #include "engine/tile_source.h"
@@ -208,6 +209,8 @@ RuleResult evaluate_rule(const RuleSet& rules, size_t rule, const Session& sessi
 nlohmann::json rules_report_json(const RulesReport& report, const RuleSet& rules, const Session& session);
 nlohmann::json rule_result_json(const RuleResult& result, const RuleSet& rules, const Session& session);
 // One line per rule: "FAIL  id-needs-overdue (rules.toml:3): max mass 0.012 < 0.05 at step 4 in L12H3, ..."
-std::string rules_report_text(const RulesReport& report, const RuleSet& rules, const Session& session);
+// Span texts are shown masked with `pii` (find_pii of the session text; empty: as they are).
+std::string rules_report_text(const RulesReport& report, const RuleSet& rules, const Session& session,
+                              const std::vector<PiiSpan>& pii = {});
 
 }  // namespace attn

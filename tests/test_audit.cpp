@@ -454,3 +454,25 @@ TEST_CASE("attnscope audit --model: each suggested fix carries its counterfactua
         CHECK(attn::testing::read_file_string(entry.path().string()).find(phone) == std::string::npos);
     }
 }
+
+TEST_CASE("attnscope rules and ontology: span texts show personal data masked unless --no-pii-masking", "[rules][ontology][pii][cli]") {
+    using attn::testing::run_cli;
+    AuditFixture fx;
+    // The ontology's "amount" type matches the digits of the ID number and the phone.
+    const std::string ontology = attn::testing::fixture_path("../../assets/rules/credit-review.ontology.json");
+    // A rule whose query span is the phone number itself.
+    const std::string rules = fx.dir.file("phone.toml");
+    { std::ofstream(rules) << "[[rules]]\nid = \"phone\"\nquery = \"1[3-9][0-9]{9}\"\nkey = \"逾期记录\"\nop = \">=\"\nthreshold = 0.5\n"; }
+    for (const std::string& command :
+         {"rules " + fx.session_path + " --rules " + rules, "rules " + fx.session_path + " --rules " + rules + " --json",
+          "ontology " + fx.session_path + " --ontology " + ontology + " --all-pairs",
+          "ontology " + fx.session_path + " --ontology " + ontology + " --json"}) {
+        const auto masked = run_cli(command);
+        INFO(command << "\n" << masked.out << masked.err);
+        CHECK(masked.exit_code != 2);
+        for (const char* secret : {kResidentId, kPhone, kEmail, "1101051949"}) CHECK(masked.out.find(secret) == std::string::npos);
+        CHECK(masked.out.find("●●●● [") != std::string::npos);
+        const auto plain = run_cli(command + " --no-pii-masking");
+        CHECK(plain.out.find(kPhone) != std::string::npos);
+    }
+}

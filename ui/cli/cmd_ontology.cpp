@@ -10,6 +10,7 @@
 
 #include "engine/error.h"
 #include "engine/ontology.h"
+#include "engine/pii.h"
 #include "engine/rules.h"
 #include "engine/session_file.h"
 #include "engine/tile_source.h"
@@ -20,11 +21,13 @@ namespace attn::cli {
 
 namespace {
 
-std::string quoted_bytes(const std::string& text, const TextSpan& span) {
+// The span's bytes quoted, personal data masked with `pii` (empty: as they are).
+std::string quoted_bytes(const std::string& text, const TextSpan& span, const std::vector<PiiSpan>& pii) {
     const size_t end = std::min<size_t>(span.end, text.size());
     const size_t begin = std::min<size_t>(span.begin, end);
+    const std::string shown = pii.empty() ? text.substr(begin, end - begin) : mask_pii_range(text, begin, end, pii);
     std::string out = "\"";
-    for (char c : text.substr(begin, end - begin)) out += c == '\n' ? std::string("\\n") : std::string(1, c);
+    for (char c : shown) out += c == '\n' ? std::string("\\n") : std::string(1, c);
     return out + "\"";
 }
 
@@ -34,6 +37,7 @@ struct OntologyCommand {
     std::vector<std::string> labels;
     bool json = false;
     bool all_pairs = false;
+    bool no_pii_masking = false;
 
     void run() const {
         const Ontology ontology = load_ontology(ontology_path);
@@ -45,8 +49,10 @@ struct OntologyCommand {
         if (selected.empty()) fail("no head is selected (--layers ", layers, " --heads ", heads, " and the labels given)");
         const CpuTileSource source(*session.capture);
         const OntologyReport report = check_ontology(ontology, session, source, selected);
+        const std::vector<PiiSpan> pii = no_pii_masking ? std::vector<PiiSpan>{} : find_pii(session.text);
         if (json) {
             nlohmann::json out = ontology_report_json(ontology, session, report);
+            if (!no_pii_masking) mask_pii_json(out, session.text, pii);
             out["session"] = session_json(session);
             std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
             return;
@@ -58,7 +64,7 @@ struct OntologyCommand {
         for (const TextSpan& span : report.spans)
             std::printf("  %-16s bytes %u..%u tokens %lld..%lld  %s\n", ontology.types[span.type].name.c_str(), span.begin,
                         span.end, static_cast<long long>(span.first), static_cast<long long>(span.last),
-                        quoted_bytes(session.text, span).c_str());
+                        quoted_bytes(session.text, span, pii).c_str());
         for (const RelationCheck& check : report.relations) {
             const ExpectedRelation& r = ontology.relations[check.relation];
             std::printf("relation %s -> %s (%s, expected %s share in [%.4g, %.4g], line %d): %zu pairs, %lld flagged\n",
@@ -68,8 +74,8 @@ struct OntologyCommand {
                 if (!pair.flagged && !all_pairs) continue;
                 std::printf("  %-5s %s attends to %s: %s %.4g (mean %.4g, max %.4g in L%dH%d)\n",
                             pair.flagged ? (pair.flag == "low" ? "LOW" : "HIGH") : "ok",
-                            quoted_bytes(session.text, report.spans[pair.query_span]).c_str(),
-                            quoted_bytes(session.text, report.spans[pair.key_span]).c_str(), head_aggregate_name(r.aggregate),
+                            quoted_bytes(session.text, report.spans[pair.query_span], pii).c_str(),
+                            quoted_bytes(session.text, report.spans[pair.key_span], pii).c_str(), head_aggregate_name(r.aggregate),
                             pair.value, pair.mean, pair.max, pair.best.layer, pair.best.head);
             }
         }
@@ -90,6 +96,7 @@ void add_ontology_command(CLI::App& app) {
     c->add_option("--label", cmd->labels, "Only heads with this automatic or user label (repeat: any of them)");
     c->add_flag("--all-pairs", cmd->all_pairs, "List every measured pair, not only the flagged ones");
     c->add_flag("--json", cmd->json, "Machine-readable output");
+    c->add_flag("--no-pii-masking", cmd->no_pii_masking, "Show personal data in span texts unmasked");
     c->callback([cmd] { cmd->run(); });
 }
 

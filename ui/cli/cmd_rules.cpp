@@ -14,6 +14,7 @@
 #include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "engine/ontology.h"
+#include "engine/pii.h"
 #include "engine/rules.h"
 #include "engine/session_file.h"
 #include "engine/tile_source.h"
@@ -28,6 +29,7 @@ struct RulesCommand {
     std::string session_path, rules_path, ontology_path, out;
     bool json = false;
     bool prompt_only = false, steps_only = false;
+    bool no_pii_masking = false;
 
     int run() const {
         if (prompt_only && steps_only) fail("--prompt-only and --steps-only exclude each other");
@@ -41,7 +43,10 @@ struct RulesCommand {
         options.prompt = !steps_only;
         options.steps = !prompt_only;
         const RulesReport report = evaluate_rules(rules, session, source, options);
-        const nlohmann::json log = rules_report_json(report, rules, session);
+        // Span texts show personal data as everywhere else (engine/pii.h).
+        const std::vector<PiiSpan> pii = no_pii_masking ? std::vector<PiiSpan>{} : find_pii(session.text);
+        nlohmann::json log = rules_report_json(report, rules, session);
+        if (!no_pii_masking) mask_pii_json(log, session.text, pii);
         const std::string dumped = log.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
         if (!out.empty()) write_file_atomically(out, dumped);
         if (json) {
@@ -50,7 +55,7 @@ struct RulesCommand {
             print_summary(session);
             std::cout << "rules: " << rules_path << " (" << rules.rules.size() << " rules)"
                       << (ontology ? cat(", ontology: ", ontology_path) : std::string()) << "\n";
-            std::cout << rules_report_text(report, rules, session);
+            std::cout << rules_report_text(report, rules, session, pii);
             if (!out.empty()) std::cout << "match log written to " << out << "\n";
         }
         std::cout.flush();
@@ -70,6 +75,7 @@ void add_rules_command(CLI::App& app) {
     c->add_option("--ontology", cmd->ontology_path, "Ontology file for {type = ...} selectors (engine/ontology.h)");
     c->add_flag("--json", cmd->json, "Print the match log as JSON (docs/schemas/rules-result.schema.json)");
     c->add_option("-o,--out", cmd->out, "Also write the JSON match log to this file (atomically)");
+    c->add_flag("--no-pii-masking", cmd->no_pii_masking, "Show personal data in span texts unmasked");
     c->add_flag("--prompt-only", cmd->prompt_only, "Check the prompt only (rules whose scope includes it)");
     c->add_flag("--steps-only", cmd->steps_only, "Check the decode steps only (rules whose scope includes them)");
     c->callback([cmd] {
