@@ -23,7 +23,13 @@
 #ifdef ATTNSCOPE_HAVE_APP
 #include <stb_image.h>
 
+#include "engine/cpu_backend.h"
+#include "engine/generation.h"
+#include "engine/pii.h"
+#include "engine/tile_source.h"
+#include "ui/app/debugger_model.h"
 #include "ui/app/private_display.h"
+#include "ui/panels/counterfactual_panel.h"
 #endif
 
 namespace {
@@ -172,5 +178,70 @@ TEST_CASE("counterfactual panel: a reopened session without a model says why it 
     // The script's run is refused with the same reason.
     CHECK(r.exit_code != 0);
     CHECK(r.err.find("cannot run the counterfactual: no model") != std::string::npos);
+#endif
+}
+
+TEST_CASE("counterfactual panel state: worker, cancel keeps the last result, PII-masked export", "[counterfactual][app]") {
+#ifndef ATTNSCOPE_HAVE_APP
+    WARN("SKIPPED: this build has no windowed debugger");
+#else
+    const auto model = attn::Model::load(attn::testing::fixture_path("tiny_models/tiny_llama"));
+    auto backend = attn::make_cpu_backend(*model);
+    attn::GenerationRequest request;
+    request.prompt = "Call me at 13812345678 today";
+    request.sampling.max_new_tokens = 3;
+    request.sampling.stop_at_eos = false;
+    request.capture = true;
+    const attn::Session session = attn::generate(*model, *backend, request);
+    const attn::CpuTileSource source(*session.capture);
+    attn::app::DebuggerModel view(session, source);
+    attn::panels::CounterfactualState state;
+
+    // No model: refused with the reason.
+    CHECK_THROWS_WITH(attn::panels::start_counterfactual(view, state, attn::Intervention::remove_span(0, 1)),
+                      Catch::Contains("load it in the Model panel"));
+    state.model = model.get();
+    view.settings.layer = 1;
+    view.settings.head = 2;
+    attn::panels::start_counterfactual(view, state, attn::panels::intervention_from_words(view, {"mask", "1", "3"}));
+    CHECK(state.span == "1:3");  // the form shows what runs
+    CHECK(state.kind == attn::Intervention::Kind::MaskKeys);
+    attn::panels::wait_counterfactual(state);
+    attn::panels::update_counterfactual(view, state);
+    REQUIRE(state.shown);
+    CHECK(state.error.empty());
+    CHECK(state.shown->intervention.heads == std::vector<std::pair<int, int>>{{1, 2}});
+    const nlohmann::json summary = attn::panels::counterfactual_json(view, state);
+    CHECK(summary["shown_head"]["span_mass_after"].get<double>() == 0.0);
+    CHECK(summary["shown_head"]["span_mass_before"].get<double>() > 0.0);
+
+    // A cancelled run leaves the last result shown and says so.
+    const auto* first = state.shown.get();
+    attn::panels::start_counterfactual(view, state, attn::Intervention::embedding_noise(0, 2, 1.0, 7));
+    attn::panels::cancel_counterfactual(state);
+    attn::panels::wait_counterfactual(state);
+    attn::panels::update_counterfactual(view, state);
+    if (state.error == "cancelled") CHECK(state.shown.get() == first);  // else it finished before the request
+    else CHECK(state.shown.get() != first);
+
+    // The export masks the phone number wherever the session's text shows it.
+    attn::panels::start_counterfactual(view, state, attn::Intervention::replace_span(0, 1, "Phone 13912345678. "));
+    attn::panels::wait_counterfactual(state);
+    attn::panels::update_counterfactual(view, state);
+    REQUIRE(state.shown);
+    REQUIRE(state.error.empty());
+    attn::testing::TempDir dir("cfpanel_export");
+    const std::string path = dir.path() + "/cf.json";
+    attn::panels::export_counterfactual(view, state, path);
+    const std::string text = attn::testing::read_file_string(path);
+    CHECK(text.find("13812345678") == std::string::npos);
+    INFO(text.substr(0, 600));
+    CHECK(text.find("13912345678") == std::string::npos);
+    CHECK(text.find(std::string(attn::kPiiMaskGlyph)) != std::string::npos);
+    CHECK(nlohmann::json::parse(text)["pii_masked"] == true);
+    // With masking off the same export holds the raw text.
+    view.mask_pii = false;
+    attn::panels::export_counterfactual(view, state, path);
+    CHECK(attn::testing::read_file_string(path).find("13912345678") != std::string::npos);
 #endif
 }
