@@ -141,7 +141,8 @@ TEST_CASE("counterfactual panel: mask a key span in the shown head, ablate a hea
 #endif
 }
 
-TEST_CASE("counterfactual panel: a reopened session without a model says why it cannot run", "[counterfactual][app]") {
+TEST_CASE("counterfactual panel: a reopened session needs a model from the Model panel, of its own shape", "[counterfactual][app]") {
+    REQUIRE_DEFAULT_MODEL_OR_SKIP(model);
 #ifndef ATTNSCOPE_HAVE_APP
     WARN("SKIPPED: this build has no windowed debugger");
     return;
@@ -161,7 +162,7 @@ TEST_CASE("counterfactual panel: a reopened session without a model says why it 
     attn::save_session(session, attn::testing::make_crafted_session(spec));
     {
         std::ofstream out(script);
-        out << "state\ncounterfactual mask 1 2\n";
+        out << "state\nload_model default\nwait 2\nstate\ncounterfactual mask 1 2\ncounterfactual_wait\nstate\n";
     }
     attn::app::PrivateDisplay display(*xvfb, 1100, 800);
     REQUIRE_FALSE(display.display().empty());
@@ -171,13 +172,21 @@ TEST_CASE("counterfactual panel: a reopened session without a model says why it 
         attn::testing::run_cli("view " + session + " --size 1024x700 --frames 2 --script " + script);
     if (old.empty()) ::unsetenv("DISPLAY");
     else ::setenv("DISPLAY", old.c_str(), 1);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
     const std::vector<nlohmann::json> states = states_of(r.out);
-    REQUIRE(states.size() == 1);
+    REQUIRE(states.size() == 3);
     const std::string why = states[0]["counterfactual"]["can_run"].get<std::string>();
     CHECK(why.find("Model panel") != std::string::npos);
-    // The script's run is refused with the same reason.
-    CHECK(r.exit_code != 0);
-    CHECK(r.err.find("cannot run the counterfactual: no model") != std::string::npos);
+    // With a model loaded the reopened session stays shown and Run is possible …
+    CHECK(states[1]["counterfactual"]["can_run"] == true);
+    CHECK(states[1]["positions"] == 7);
+    // … but this one is not the crafted session's model: the engine's refusal is shown, nothing else.
+    const nlohmann::json& refused = states[2]["counterfactual"];
+    INFO(refused.dump());
+    CHECK(refused["runs"] == 1);
+    CHECK(refused["error"].get<std::string>().find("does not match the session's") != std::string::npos);
+    CHECK_FALSE(refused.contains("intervention"));
 #endif
 }
 

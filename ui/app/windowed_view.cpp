@@ -936,7 +936,7 @@ int run(const WindowedViewOptions& options) {
         }
         const bool live_busy = runner && (status.busy || status.state == LiveState::Running || status.state == LiveState::Prefilling);
         d.counterfactual.model = live_model;
-        d.counterfactual.live_decoding = live_busy;
+        d.counterfactual.live_decoding = live_busy && d.model && &d.model->session() == &d.live_session;  // the shown session grows
         const bool scripted = !script.done() || options.frames > 0 || !final_shot_done;
         if (!scripted && !live_busy && !d.timeline.playing && idle > 3 && (!d.map || !d.map->busy()) && d.entropy.complete() &&
             views_settled(d) && !panels::violation_pulsing(d.rules))
