@@ -65,7 +65,39 @@ const char* intervention_kind_name(Intervention::Kind kind) {
     return "unknown";
 }
 
+const char* counterfactual_phase_name(CounterfactualProgress::Phase phase) {
+    switch (phase) {
+        case CounterfactualProgress::Phase::Starting: return "starting";
+        case CounterfactualProgress::Phase::MeanOutputs: return "mean head outputs";
+        case CounterfactualProgress::Phase::Forced: return "teacher-forced run";
+        case CounterfactualProgress::Phase::Baseline: return "original re-run";
+        case CounterfactualProgress::Phase::Free: return "free run";
+        case CounterfactualProgress::Phase::Comparing: return "comparing rows";
+        case CounterfactualProgress::Phase::Done: return "done";
+    }
+    return "?";
+}
+
 namespace {
+
+// Progress reporting and the cancel check; every call is a no-op without a progress object.
+struct ProgressReport {
+    CounterfactualProgress* progress = nullptr;
+    void begin(CounterfactualProgress::Phase phase, int64_t total) const {
+        check();
+        if (!progress) return;
+        progress->done = 0;
+        progress->total = total;
+        progress->phase = phase;
+    }
+    void advance() const {
+        check();
+        if (progress) ++progress->done;
+    }
+    void check() const {
+        if (progress && progress->cancel) throw CounterfactualCancelled();
+    }
+};
 
 std::string heads_text(const std::vector<std::pair<int, int>>& heads) {
     std::string out;
@@ -247,7 +279,8 @@ std::vector<float> gaussian_noise(uint64_t seed, int64_t position, int64_t d, do
 
 // Mean of each head's output over every position of the original session (first pass, no capture).
 std::vector<std::vector<float>> mean_head_outputs(const Model& model, const Session& original,
-                                                  const std::vector<std::pair<int, int>>& heads) {
+                                                  const std::vector<std::pair<int, int>>& heads, const ProgressReport& report) {
+    report.begin(CounterfactualProgress::Phase::MeanOutputs, 1);
     const ModelConfig& c = model.config;
     const int64_t hd = c.head_dim, stride = int64_t(c.n_head) * hd;
     std::vector<std::vector<double>> sums(heads.size(), std::vector<double>(static_cast<size_t>(hd), 0.0));
@@ -265,6 +298,7 @@ std::vector<std::vector<float>> mean_head_outputs(const Model& model, const Sess
     for (const Token& t : original.tokens) ids.push_back(t.id);
     std::vector<float> logits(static_cast<size_t>(c.vocab));
     backend->forward(ids, logits, nullptr);
+    report.advance();
     std::vector<std::vector<float>> means;
     for (const std::vector<double>& sum : sums) {
         std::vector<float> mean(sum.size());
@@ -275,7 +309,7 @@ std::vector<std::vector<float>> mean_head_outputs(const Model& model, const Sess
 }
 
 std::shared_ptr<const AttentionIntervention> backend_hooks(const Model& model, const Session& original,
-                                                           const Intervention& i) {
+                                                           const Intervention& i, const ProgressReport& report) {
     auto hooks = std::make_shared<AttentionIntervention>();
     switch (i.kind) {
         case Intervention::Kind::MaskKeys:
@@ -283,7 +317,7 @@ std::shared_ptr<const AttentionIntervention> backend_hooks(const Model& model, c
             break;
         case Intervention::Kind::AblateHeads: {
             std::vector<std::vector<float>> means;
-            if (i.ablate_mean) means = mean_head_outputs(model, original, i.heads);
+            if (i.ablate_mean) means = mean_head_outputs(model, original, i.heads, report);
             for (size_t k = 0; k < i.heads.size(); ++k)
                 hooks->head_outputs.push_back({i.heads[k].first, i.heads[k].second, !i.ablate_mean,
                                                i.ablate_mean ? means[k] : std::vector<float>{}});
@@ -302,7 +336,9 @@ std::shared_ptr<const AttentionIntervention> backend_hooks(const Model& model, c
 // ---- running ----------------------------------------------------------------------------------
 
 Session run_forced(const Model& model, const Session& original, const Prompt& prompt,
-                   std::shared_ptr<const AttentionIntervention> hooks) {
+                   std::shared_ptr<const AttentionIntervention> hooks, const ProgressReport& report,
+                   CounterfactualProgress::Phase phase) {
+    report.begin(phase, static_cast<int64_t>(original.steps.size()) + 1);
     auto backend = make_cpu_backend(model);
     backend->set_intervention(std::move(hooks));
     GenerationRequest request;
@@ -311,17 +347,19 @@ Session run_forced(const Model& model, const Session& original, const Prompt& pr
     request.sampling.max_new_tokens = static_cast<int>(original.steps.size());
     Decoder decoder(model, *backend, prompt.text, prompt.tokens, request);
     decoder.prefill();
+    report.advance();
     for (const StepRecord& step : original.steps) {
         StepChoice choice;
         choice.token = step.token_id;
         choice.forced_by_user = true;
         decoder.step(choice);
+        report.advance();
     }
     return std::move(decoder.session());
 }
 
 Session run_free(const Model& model, const Session& original, const Prompt& prompt,
-                 std::shared_ptr<const AttentionIntervention> hooks, FreeRunResult& free) {
+                 std::shared_ptr<const AttentionIntervention> hooks, FreeRunResult& free, const ProgressReport& report) {
     auto backend = make_cpu_backend(model);
     backend->set_intervention(std::move(hooks));
     GenerationRequest request;
@@ -329,11 +367,14 @@ Session run_free(const Model& model, const Session& original, const Prompt& prom
     request.sampling.beams = 1;  // a beam search's best hypothesis is replayed as one stream
     const int64_t steps = static_cast<int64_t>(original.steps.size());
     request.sampling.max_new_tokens = static_cast<int>(steps);
+    report.begin(CounterfactualProgress::Phase::Free, steps + 1);
     Decoder decoder(model, *backend, prompt.text, prompt.tokens, request);
     decoder.prefill();
+    report.advance();
     free.ran = true;
     for (int64_t t = 0; t < steps; ++t) {
         const StepRecord& record = decoder.step();
+        report.advance();
         free.tokens.push_back(record.token_id);
         free.text += record.text;
         if (free.first_divergence < 0 && record.token_id != original.steps[static_cast<size_t>(t)].token_id)
@@ -403,16 +444,17 @@ CounterfactualResult run_counterfactual(const Model& model, const Session& origi
     result.counterfactual_key_spans = alignment.edited() ? spans_in_counterfactual(result.key_spans, alignment)
                                                          : result.key_spans;
 
-    const auto hooks = backend_hooks(model, original, intervention);
-    result.forced = run_forced(model, original, prompt, hooks);
+    const ProgressReport report{options.progress};
+    const auto hooks = backend_hooks(model, original, intervention, report);
+    result.forced = run_forced(model, original, prompt, hooks, report, CounterfactualProgress::Phase::Forced);
     // The original as the cpu backend computes it, when the session came from another backend (or to check).
     std::optional<Session> rerun;
     if (options.rerun_original) {
-        rerun = run_forced(model, original, original_prompt(original), nullptr);
+        rerun = run_forced(model, original, original_prompt(original), nullptr, report, CounterfactualProgress::Phase::Baseline);
     }
     result.baseline_rerun = options.rerun_original;
     const Session& baseline = rerun ? *rerun : original;
-    if (options.free_run) result.free = run_free(model, original, prompt, hooks, result.free_run);
+    if (options.free_run) result.free = run_free(model, original, prompt, hooks, result.free_run, report);
 
     // Output probabilities of the original tokens, before and after.
     for (size_t t = 0; t < original.steps.size(); ++t) {
@@ -438,7 +480,9 @@ CounterfactualResult run_counterfactual(const Model& model, const Session& origi
     const std::vector<int64_t> original_keys = keys_of(result.key_spans);
     const std::vector<int64_t> counterfactual_keys = keys_of(result.counterfactual_key_spans);
     const int64_t n_heads = int64_t(shape.n_layer) * shape.n_head;
+    report.begin(CounterfactualProgress::Phase::Comparing, static_cast<int64_t>(queries.size()));
     for (int64_t q : queries) {
+        report.check();
         QueryComparison c;
         c.original_query = q;
         c.counterfactual_query = *alignment.to_counterfactual(q);
@@ -475,6 +519,7 @@ CounterfactualResult run_counterfactual(const Model& model, const Session& origi
         });
         rank_head_diffs(c.diff);
         result.queries.push_back(std::move(c));
+        report.advance();
     }
 
     // Per head over the queries.
@@ -506,6 +551,7 @@ CounterfactualResult run_counterfactual(const Model& model, const Session& origi
         if (x.mean_jsd_bits != y.mean_jsd_bits) return x.mean_jsd_bits > y.mean_jsd_bits;
         return x.mean_l1 > y.mean_l1;
     });
+    if (options.progress) options.progress->phase = CounterfactualProgress::Phase::Done;
     return result;
 }
 

@@ -27,6 +27,7 @@
 //
 // Noise: N(0, std²) per embedding value, from a generator seeded with (seed, position) that gives
 // the same values on every machine; std 0 leaves the run exactly the original's.
+#include <atomic>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -36,6 +37,7 @@
 
 #include "engine/attention_intervention.h"
 #include "engine/attention_metrics.h"
+#include "engine/error.h"
 #include "engine/model.h"
 #include "engine/session.h"
 
@@ -66,6 +68,20 @@ struct Intervention {
 
 const char* intervention_kind_name(Intervention::Kind kind);  // "mask_keys", "ablate_heads", ...
 
+// Where a running counterfactual is, and a request to stop it (the debugger's panel runs it on a
+// worker and shows this). Read from any thread while run_counterfactual writes it.
+struct CounterfactualProgress {
+    enum class Phase { Starting, MeanOutputs, Forced, Baseline, Free, Comparing, Done };
+    std::atomic<Phase> phase{Phase::Starting};
+    std::atomic<int64_t> done{0}, total{0};  // decode steps of the phase's run, or compared queries
+    std::atomic<bool> cancel{false};         // set to stop: run_counterfactual throws CounterfactualCancelled
+};
+const char* counterfactual_phase_name(CounterfactualProgress::Phase phase);  // "teacher-forced run", …
+
+struct CounterfactualCancelled : Error {
+    CounterfactualCancelled() : Error("counterfactual cancelled") {}
+};
+
 struct CounterfactualOptions {
     // Query rows of the original session to compare; empty: the last prompt position and every
     // decode step's row (prompt_tokens − 1 .. positions − 1), less those inside an edited span.
@@ -79,6 +95,8 @@ struct CounterfactualOptions {
     // would otherwise show up as attention that moved.
     bool rerun_original = false;
     int threads = 0;  // row computation, as in for_each_parallel
+    // Optional: progress is reported here and cancel is checked between decode steps and queries.
+    CounterfactualProgress* progress = nullptr;
 };
 
 // Original ↔ counterfactual positions (see the header comment). Identity unless the prompt was edited.

@@ -379,3 +379,23 @@ TEST_CASE("counterfactual: default model, masking the most attended span", "[cou
         if (h != head) CHECK(r.queries.front().diff.at(layer, h).change.jsd_bits == 0.0);
     CHECK(r.outputs.size() == 4);
 }
+
+TEST_CASE("counterfactual: progress reaches the end; a cancel request stops the run", "[counterfactual]") {
+    const Model& llama = tiny("tiny_llama");
+    const Session original = original_session(llama, 3);
+    CounterfactualProgress progress;
+    CounterfactualOptions options;
+    options.progress = &progress;
+    const CounterfactualResult r = run_counterfactual(llama, original, Intervention::ablate_heads({{0, 1}}, true), options);
+    CHECK(progress.phase == CounterfactualProgress::Phase::Done);
+    // The last phase (comparing rows) counted every compared query.
+    CHECK(progress.total == static_cast<int64_t>(r.queries.size()));
+    CHECK(progress.done == progress.total);
+    CHECK(std::string(counterfactual_phase_name(CounterfactualProgress::Phase::Free)) == "free run");
+
+    CounterfactualProgress cancelled;
+    cancelled.cancel = true;
+    options.progress = &cancelled;
+    CHECK_THROWS_AS(run_counterfactual(llama, original, Intervention::remove_span(0, 1), options), CounterfactualCancelled);
+    CHECK(cancelled.done == 0);
+}

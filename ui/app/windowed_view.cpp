@@ -29,6 +29,7 @@
 #include "ui/panels/beam_tree_panel.h"
 #include "ui/panels/clusters_panel.h"
 #include "ui/panels/compare_panel.h"
+#include "ui/panels/counterfactual_panel.h"
 #include "ui/panels/fingerprints_panel.h"
 #include "ui/panels/sentence_graph_panel.h"
 #include "ui/panels/text_view_panel.h"
@@ -126,6 +127,7 @@ struct Debugger {
     panels::ClustersState clusters;
     // Issue 7: rules, violations and the ontology.
     panels::RulesState rules;
+    panels::CounterfactualState counterfactual;
     // The view's user labels (the heads table edits them). They are copied into the session the
     // window shows (`editable`: a session file's, or the live view's copy) and saved with it; a
     // live run's recording does not get them.
@@ -347,6 +349,11 @@ bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
             fail("script line ", a.line, ": 'export' writes the numbers of the text view, the sentence graph or the clusters (centre ",
                  centre_name(d.centre), " has none; the heads table: attnscope heads SESSION --json)");
         }
+    } else if (v == "counterfactual") {
+        // As the panel's Run button (mask: the shown head); the script goes on while it runs.
+        panels::start_counterfactual(model, d.counterfactual, panels::intervention_from_words(model, a.args));
+    } else if (v == "counterfactual_export") {
+        panels::export_counterfactual(model, d.counterfactual, script_words(a, 0));
     } else if (v == "export_segments") {
         panels::export_text_segments(model, d.text, script_words(a, 0));
     } else if (v == "pii") {
@@ -383,7 +390,7 @@ public:
     explicit ScriptDriver(std::vector<view::ScriptAction> actions) : actions_(std::move(actions)) {}
     bool done() const {
         return next_ >= actions_.size() && wait_frames_ == 0 && !wait_exact_ && !hover_pending_ && !wait_idle_ && !wait_model_ &&
-               !state_pending_;
+               !state_pending_ && !wait_counterfactual_;
     }
 
     // Before the UI is built: applies actions until one needs frames to pass.
@@ -406,6 +413,11 @@ public:
             const bool synced = d.model && d.bound_generation == status.generation && d.model->steps() == status.steps;
             if (!(idle && synced) && std::chrono::steady_clock::now() < deadline_) return;
             wait_idle_ = false;
+        }
+        if (wait_counterfactual_) {
+            if (d.model) panels::update_counterfactual(*d.model, d.counterfactual);
+            if (panels::counterfactual_busy(d.counterfactual) && std::chrono::steady_clock::now() < deadline_) return;
+            wait_counterfactual_ = false;
         }
         if (wait_model_) {
             if (d.loader.loading.valid() && std::chrono::steady_clock::now() < deadline_) return;
@@ -474,6 +486,10 @@ public:
                 // Simulates moving the window to a monitor of another content scale.
                 d.scale_request = static_cast<float>(view::script_number(a, 0));
                 wait_frames_ = 1;
+                return;
+            } else if (v == "counterfactual_wait") {
+                wait_counterfactual_ = true;
+                deadline_ = deadline_in(a.args.empty() ? 600.0 : view::script_number(a, 0));
                 return;
             } else if (v == "state") {
                 state_pending_ = true;  // printed after a frame, once the diff and the views are current
@@ -617,6 +633,7 @@ public:
                 f["syntax_note"] = d.fingerprints.syntax.value()->note, f["syntax_links"] = d.fingerprints.syntax.value()->links;
             j["fingerprints"] = f;
         }
+        j["counterfactual"] = panels::counterfactual_json(*d.model, d.counterfactual);
         if (d.diff.enabled && d.diff.result) {
             const StepDiff& diff = *d.diff.result;
             j["diff"] = {{"earlier_query", diff.earlier_query},
@@ -643,6 +660,7 @@ private:
     size_t next_ = 0;
     int wait_frames_ = 0;
     bool wait_exact_ = false, hover_pending_ = false, wait_idle_ = false, state_pending_ = false, wait_model_ = false;
+    bool wait_counterfactual_ = false;
     std::chrono::steady_clock::time_point deadline_;
 };
 
@@ -762,6 +780,8 @@ int run(const WindowedViewOptions& options) {
     struct ReleaseViews {
         Debugger& d;
         ~ReleaseViews() {
+            panels::cancel_counterfactual(d.counterfactual);
+            panels::wait_counterfactual(d.counterfactual);  // its worker reads the model
             d.diff = {};
             panels::release_compare(d.compare);
             d.compare.other_model.reset();
@@ -861,6 +881,8 @@ int run(const WindowedViewOptions& options) {
         if (std::unique_ptr<Model> model = panels::take_loaded_model(d.loader)) {
             // A model loaded from the panel: the run restarts on it with the panel's prompt. The
             // views keep the old session until the new prompt has run (then they rebind).
+            panels::cancel_counterfactual(d.counterfactual);
+            panels::wait_counterfactual(d.counterfactual);  // its worker reads the model replaced here
             runner.reset();  // finishes the recordings
             if (d.model) d.model->tokenizer = nullptr;  // the old tokens are not the new model's
             std::unique_ptr<Model> previous = std::move(loaded_model);
@@ -913,6 +935,8 @@ int run(const WindowedViewOptions& options) {
             }
         }
         const bool live_busy = runner && (status.busy || status.state == LiveState::Running || status.state == LiveState::Prefilling);
+        d.counterfactual.model = live_model;
+        d.counterfactual.live_decoding = live_busy && d.model && &d.model->session() == &d.live_session;  // the shown session grows
         const bool scripted = !script.done() || options.frames > 0 || !final_shot_done;
         if (!scripted && !live_busy && !d.timeline.playing && idle > 3 && (!d.map || !d.map->busy()) && d.entropy.complete() &&
             views_settled(d) && !panels::violation_pulsing(d.rules))
@@ -927,6 +951,7 @@ int run(const WindowedViewOptions& options) {
             panels::update_diff(*d.model, d.diff, d.findings);
             panels::update_rules(*d.model, d.rules, d.runner, d.findings, text_heads(d).heads);
             publish_rule_marks(d);
+            panels::update_counterfactual(*d.model, d.counterfactual);
             if (d.compare.other_model) d.compare.other_model->mask_pii = d.model->mask_pii;  // one switch for every view
             if (options.demo) follow_for_demo(d, caption);
         }
@@ -994,6 +1019,12 @@ int run(const WindowedViewOptions& options) {
                 }
             }
             if (ImGui::CollapsingHeader("Diff", ImGuiTreeNodeFlags_DefaultOpen)) panels::draw_diff_panel(*d.model, d.diff);
+            const bool reveal = std::exchange(d.counterfactual.reveal, false);  // a run started: show its section
+            if (reveal) ImGui::SetNextItemOpen(true);
+            if (ImGui::CollapsingHeader("Counterfactual")) {
+                if (reveal) ImGui::SetScrollHereY(0);
+                if (panels::draw_counterfactual_panel(*d.model, d.counterfactual)) d.centre = Centre::Map;
+            }
             if (!d.model->session().beam_tree.empty() && ImGui::CollapsingHeader("Beam tree", ImGuiTreeNodeFlags_DefaultOpen)) {
                 panels::BeamTreeActions beam_actions;
                 if (runner) beam_actions.follow = [&](int32_t node) { runner->follow_beam(node); };

@@ -56,6 +56,10 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
         //   violation N                  as a click on violation N: its step and worst head in the map
         //   text_pair Q K                word level: word Q kept, word K considered as the pair's other word
         //                                (raw mass, link-grammar relation, parts of speech in the state and a box)
+        //   counterfactual mask A B | ablate L H zero|mean | remove A B | replace A B TEXT | noise A B STD [SEED]
+        //                                run a counterfactual as the panel's Run button (mask: the shown head)
+        //   counterfactual_wait [SECONDS]   until it has finished; counterfactual_export PATH: its JSON
+        {"counterfactual", {1, 64}}, {"counterfactual_wait", {0, 1}}, {"counterfactual_export", {1, 64}},
         {"text_pair", {2, 2}},
         {"pii", {1, 1}},      {"rules", {1, 64}},     {"ontology", {1, 64}}, {"violation", {1, 1}}};
     return table;
