@@ -286,6 +286,8 @@ TEST_CASE("sentence graph: the crafted edge, communities, a click selects the se
     // Paragraph flow: two paragraphs.
     CHECK(states[2]["graph"]["view"] == "paragraphs");
     CHECK(states[2]["graph"]["paragraphs"] == 2);
+    // A hand-made session has no hidden states: no topics, and the view says why.
+    CHECK_THAT(states[2]["graph"]["topics_problem"].get<std::string>(), Catch::Contains("without hidden states"));
     CHECK(Image(flow).colours() > 64);
 #endif
 }
