@@ -136,6 +136,11 @@ StepDiff diff_steps(const CpuTileSource& source, const Session& session, int64_t
         const std::vector<float> later = source.row(d.layer, d.head, diff.later_query);
         d.change = compare_rows(earlier, later);
     });
+    rank_head_diffs(diff);
+    return diff;
+}
+
+void rank_head_diffs(StepDiff& diff) {
     diff.ranking.resize(diff.heads.size());
     std::iota(diff.ranking.begin(), diff.ranking.end(), 0);
     std::stable_sort(diff.ranking.begin(), diff.ranking.end(), [&](int a, int b) {
@@ -143,7 +148,6 @@ StepDiff diff_steps(const CpuTileSource& source, const Session& session, int64_t
         if (x.jsd_bits != y.jsd_bits) return x.jsd_bits > y.jsd_bits;
         return x.l1 > y.l1;  // stable: equal heads stay in layer/head order
     });
-    return diff;
 }
 
 std::vector<float> key_deltas(const CpuTileSource& source, int layer, int head, int64_t query_a, int64_t query_b) {

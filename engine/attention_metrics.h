@@ -75,6 +75,9 @@ struct StepDiff {
 // per head, spread over heads as for_each_parallel(threads) does.
 StepDiff diff_steps(const CpuTileSource& source, const Session& session, int64_t query_a, int64_t query_b,
                     int threads = 0);
+// Fills diff.ranking from diff.heads (the order diff_steps uses), for diffs built elsewhere
+// (counterfactual.h compares rows of two sessions).
+void rank_head_diffs(StepDiff& diff);
 // The per-key delta (attention_delta) of one head between two queries (either order), for drawing
 // gains and losses over the earlier query's keys.
 std::vector<float> key_deltas(const CpuTileSource& source, int layer, int head, int64_t query_a, int64_t query_b);

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/attention_intervention.h"
 #include "engine/capture_store.h"
+#include "engine/error.h"
 #include "engine/model.h"
 
 namespace attn {
@@ -44,6 +46,12 @@ public:
     // Positions the KV cache can hold before it must grow; the backend grows it on demand and
     // throws attn::Error if that would exceed the memory it is allowed to use.
     virtual int64_t capacity() const = 0;
+    // Hooks applied from the next forward() on (attention_intervention.h); nullptr clears them.
+    // Forks share them. Only the cpu backend (the fp32 reference) implements interventions.
+    virtual void set_intervention(std::shared_ptr<const AttentionIntervention> intervention) {
+        if (intervention && !intervention->empty())
+            fail("counterfactuals run on the cpu backend; the ", name(), " backend cannot apply interventions");
+    }
     // Timings of the most recent forward() (empty before the first).
     virtual const ForwardTimings& last_timings() const { return timings_; }
 

@@ -56,11 +56,35 @@ public:
     int64_t capacity() const override { return capacity_; }
     void truncate(int64_t positions) override { cached_ = std::min(cached_, std::max<int64_t>(positions, 0)); }
     std::unique_ptr<Backend> fork() const override { return std::make_unique<CpuBackend>(*this); }
+    void set_intervention(std::shared_ptr<const AttentionIntervention> intervention) override {
+        if (intervention) check_intervention(*intervention);
+        intervention_ = intervention && !intervention->empty() ? std::move(intervention) : nullptr;
+    }
 
     void forward(std::span<const int32_t> ids, std::span<float> last_logits, CaptureStore* capture,
                  const ProgressFn& progress) override;
 
 private:
+    // Out-of-range heads or wrongly sized vectors would read or write outside the buffers.
+    void check_intervention(const AttentionIntervention& i) const {
+        auto check_head = [&](int layer, int head) {
+            if (layer < 0 || layer >= config_.n_layer || head < 0 || head >= config_.n_head)
+                fail("intervention on layer ", layer, " head ", head, ": the model has ", config_.n_layer,
+                     " layers of ", config_.n_head, " heads");
+        };
+        for (const auto& [head, spans] : i.key_masks) check_head(head.first, head.second);
+        for (const HeadOutputOverride& o : i.head_outputs) {
+            check_head(o.layer, o.head);
+            if (!o.zero && static_cast<int64_t>(o.value.size()) != config_.head_dim)
+                fail("intervention: replacement output of layer ", o.layer, " head ", o.head, " has ", o.value.size(),
+                     " values, a head has ", config_.head_dim);
+        }
+        for (const auto& [position, offset] : i.embedding_offsets)
+            if (static_cast<int64_t>(offset.size()) != config_.d_model)
+                fail("intervention: embedding offset at position ", position, " has ", offset.size(),
+                     " values, the model's embeddings ", config_.d_model);
+    }
+
     static constexpr int64_t kPrefillChunk = 512;  // bounds the scores buffer to chunk × context
 
     void forward_chunk(std::span<const int32_t> ids, std::span<float> last_logits, bool want_logits,
@@ -76,6 +100,8 @@ private:
     std::vector<std::vector<float>> k_cache_, v_cache_;  // [layer][pos, kv_head, head_dim]
     int64_t cached_ = 0;
     int64_t capacity_ = 0;
+    // Counterfactual hooks; nullptr (the normal case) skips every hook with one pointer test.
+    std::shared_ptr<const AttentionIntervention> intervention_;
 };
 
 void CpuBackend::reserve(int64_t positions) {
@@ -117,6 +143,7 @@ void CpuBackend::attention(int layer, int64_t pos0, int64_t rows, const float* q
 
     for (int h = 0; h < nh; ++h) {
         const int kvh = h / config_.kv_group();
+        const std::vector<KeySpan>* mask = intervention_ ? intervention_->mask_of(layer, h) : nullptr;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys), hd,
                     scale, q + int64_t(h) * hd, static_cast<int>(q_stride), k_all + int64_t(kvh) * hd,
                     static_cast<int>(kv_stride), 0.0f, scores.data(), static_cast<int>(keys));
@@ -128,6 +155,9 @@ void CpuBackend::attention(int layer, int64_t pos0, int64_t rows, const float* q
                 const int64_t i = pos0 + r;
                 float* s = scores.data() + r * keys;
                 const int64_t first_key = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+                if (mask && row_is_maskable(*mask, first_key, i))
+                    for (int64_t j = first_key; j <= i; ++j)
+                        if (key_is_masked(*mask, j)) s[j] = -std::numeric_limits<float>::infinity();
                 float m = -std::numeric_limits<float>::infinity();
                 for (int64_t j = first_key; j <= i; ++j) m = std::max(m, s[j]);
                 float sum = 0.f;
@@ -148,6 +178,16 @@ void CpuBackend::attention(int layer, int64_t pos0, int64_t rows, const float* q
                     1.0f, scores.data(), static_cast<int>(keys), v_all + int64_t(kvh) * hd,
                     static_cast<int>(kv_stride), 0.0f, out + int64_t(h) * hd, static_cast<int>(q_stride));
     }
+    if (!intervention_) return;
+    for (const HeadOutputOverride& o : intervention_->head_outputs) {
+        if (o.layer != layer) continue;
+        for (int64_t r = 0; r < rows; ++r) {
+            float* head_out = out + r * q_stride + int64_t(o.head) * hd;
+            if (o.zero) std::fill(head_out, head_out + hd, 0.f);
+            else std::copy(o.value.begin(), o.value.end(), head_out);
+        }
+    }
+    if (intervention_->on_head_outputs) intervention_->on_head_outputs(layer, pos0, rows, out);
 }
 
 void CpuBackend::forward(std::span<const int32_t> ids, std::span<float> last_logits, CaptureStore* capture,
@@ -187,6 +227,10 @@ void CpuBackend::forward_chunk(std::span<const int32_t> ids, std::span<float> la
     for (int64_t t = 0; t < T; ++t) {
         ops::embedding(w.token_embedding.data(), &ids[t], 1, d, &x[t * d]);
         if (gpt2) ops::add_inplace(&x[t * d], &w.position_embedding[(pos0 + t) * d], d);
+        if (intervention_) {
+            const auto offset = intervention_->embedding_offsets.find(pos0 + t);
+            if (offset != intervention_->embedding_offsets.end()) ops::add_inplace(&x[t * d], offset->second.data(), d);
+        }
     }
     auto norm_rows = [&](const std::vector<float>& weight, const std::vector<float>& bias, float* out) {
         ThreadPool::current().parallel_for(T, [&](int64_t t) {

@@ -38,13 +38,6 @@ Decoder::Decoder(const Model& model, Backend& backend, const GenerationRequest& 
     : model_(model), backend_(backend), top_alternatives_(request.top_alternatives) {
     const Tokenizer& tokenizer = *model.tokenizer;
     const SamplingSettings& s = request.sampling;
-    if (s.max_new_tokens < 0) fail("the number of tokens to generate must be >= 0");
-    if (s.beams < 1) fail("beam width must be >= 1");
-
-    session_.config = model.config;
-    // Only a captured session is saved, so only then is the model's content hash worth computing.
-    session_.identity = request.capture ? model.hashed_identity() : model.identity;
-    session_.sampling = s;
     if (s.chat) {
         const ChatMessage message{"user", request.prompt};
         session_.text = tokenizer.apply_chat_template(std::span<const ChatMessage>(&message, 1), true);
@@ -53,6 +46,32 @@ Decoder::Decoder(const Model& model, Backend& backend, const GenerationRequest& 
     }
     // A chat template writes its own BOS text where it wants one; plain prompts get the model's BOS policy.
     session_.tokens = tokenizer.encode(session_.text, true, !s.chat && tokenizer.add_bos_token());
+    start(request);
+}
+
+Decoder::Decoder(const Model& model, Backend& backend, std::string prompt_text, std::vector<Token> prompt_tokens,
+                 const GenerationRequest& request)
+    : model_(model), backend_(backend), top_alternatives_(request.top_alternatives) {
+    for (const Token& t : prompt_tokens) {
+        if (t.id < 0 || t.id >= model.config.vocab)
+            fail("prompt token id ", t.id, " is outside the vocabulary (", model.config.vocab, ")");
+        if (t.begin > t.end || t.end > prompt_text.size())
+            fail("prompt token span [", t.begin, ", ", t.end, ") lies outside the prompt's ", prompt_text.size(), " bytes");
+    }
+    session_.text = std::move(prompt_text);
+    session_.tokens = std::move(prompt_tokens);
+    start(request);
+}
+
+void Decoder::start(const GenerationRequest& request) {
+    const Model& model = model_;
+    const SamplingSettings& s = request.sampling;
+    if (s.max_new_tokens < 0) fail("the number of tokens to generate must be >= 0");
+    if (s.beams < 1) fail("beam width must be >= 1");
+    session_.config = model.config;
+    // Only a captured session is saved, so only then is the model's content hash worth computing.
+    session_.identity = request.capture ? model.hashed_identity() : model.identity;
+    session_.sampling = s;
     if (session_.tokens.empty()) fail("the prompt is empty: nothing to run");
     session_.prompt_tokens = static_cast<int64_t>(session_.tokens.size());
 
@@ -64,7 +83,7 @@ Decoder::Decoder(const Model& model, Backend& backend, const GenerationRequest& 
     sampler_ = std::make_unique<Sampler>(s);
     // The capture's provenance record (engine/provenance.h): model, tokenizer, backend, machine, time.
     if (request.capture)
-        session_.provenance = provenance_to_json(capture_provenance(model, backend.name(), session_)).dump();
+        session_.provenance = provenance_to_json(capture_provenance(model, backend_.name(), session_)).dump();
 }
 
 void Decoder::run_and_record_logits(std::span<const int32_t> ids, const ProgressFn& progress) {

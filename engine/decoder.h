@@ -41,6 +41,10 @@ public:
     // Tokenizes the prompt (through the chat template if asked) and checks that the capture of
     // prompt + max_new_tokens positions fits in memory. Nothing runs yet.
     Decoder(const Model& model, Backend& backend, const GenerationRequest& request);
+    // A prompt tokenized by the caller (a counterfactual's edited prompt, engine/counterfactual.h):
+    // `prompt_tokens` span `prompt_text` as encode() would; request.prompt and sampling.chat are not used.
+    Decoder(const Model& model, Backend& backend, std::string prompt_text, std::vector<Token> prompt_tokens,
+            const GenerationRequest& request);
 
     // Runs the prompt (in chunks: progress after each; cancel checked between chunks → Cancelled).
     void prefill(const ProgressFn& progress = {}, const std::atomic<bool>* cancel = nullptr);
@@ -70,6 +74,7 @@ public:
 
 private:
     Decoder(const Model& model, Backend& backend);  // for branch()
+    void start(const GenerationRequest& request);   // settings, capture and sampler for a tokenized prompt
     void run_and_record_logits(std::span<const int32_t> ids, const ProgressFn& progress);
 
     const Model& model_;

@@ -488,6 +488,25 @@ std::string mask_pii(std::string_view text, const std::vector<PiiSpan>& spans) {
 
 std::string mask_pii(std::string_view text) { return mask_pii(text, find_pii(text)); }
 
+std::string mask_pii_range(std::string_view text, size_t begin, size_t end, const std::vector<PiiSpan>& spans) {
+    end = std::min(end, text.size());
+    begin = std::min(begin, end);
+    std::string out;
+    size_t at = begin;
+    // The first span ending after `begin` is the first that can overlap the range (ends are sorted).
+    auto it = std::upper_bound(spans.begin(), spans.end(), begin, [](size_t at, const PiiSpan& span) { return at < span.end; });
+    for (; it != spans.end() && it->begin < end; ++it) {
+        if (it->begin > at) out.append(text.substr(at, it->begin - at));
+        out.append(kPiiMaskGlyph);
+        out.append(" [");
+        out.append(pii_type_label(it->type));
+        out.append("]");
+        at = std::max(at, std::min(it->end, end));
+    }
+    if (at < end) out.append(text.substr(at, end - at));
+    return out;
+}
+
 std::string mask_pii_if_enabled(std::string_view text) {
     return privacy_defaults().mask_pii ? mask_pii(text) : std::string(text);
 }

@@ -66,6 +66,9 @@ std::vector<PiiSpan> find_pii(std::string_view text);
 // `text` with each span replaced by "●●●● [TYPE]".
 std::string mask_pii(std::string_view text, const std::vector<PiiSpan>& spans);
 std::string mask_pii(std::string_view text);  // find_pii + mask
+// Bytes [begin, end) of `text` as displayed: every span that overlaps them, even partly, becomes
+// one "●●●● [TYPE]" (a piece of a span is still personal data). `spans` as find_pii(text) returns them.
+std::string mask_pii_range(std::string_view text, size_t begin, size_t end, const std::vector<PiiSpan>& spans);
 // `text` masked only when privacy_defaults().mask_pii is on.
 std::string mask_pii_if_enabled(std::string_view text);
 

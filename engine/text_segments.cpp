@@ -1048,18 +1048,27 @@ void check_matrix(int64_t rows, int64_t cols, std::span<const double> values) {
 
 }  // namespace
 
-std::string segments_csv(std::string_view text, std::span<const Segment> segments) {
+namespace {
+std::string segment_display(std::string_view text, const Segment& s, const std::vector<PiiSpan>& masked) {
+    const std::string_view bytes = segment_bytes(text, s);  // checks the offsets
+    if (masked.empty()) return std::string(bytes);
+    return mask_pii_range(text, s.begin, s.end, masked);
+}
+}  // namespace
+
+std::string segments_csv(std::string_view text, std::span<const Segment> segments, const std::vector<PiiSpan>& masked) {
     std::string out = "index,kind,begin,end,first,last,text\n";
     for (size_t k = 0; k < segments.size(); ++k) {
         const Segment& s = segments[k];
         out += cat(k, ',', segment_kind_name(s.kind), ',', s.begin, ',', s.end, ',', s.first, ',', s.last, ',');
-        out += csv_field(segment_bytes(text, s));
+        out += csv_field(segment_display(text, s, masked));
         out += '\n';
     }
     return out;
 }
 
-std::string segments_json(std::string_view text, std::span<const Segment> segments, Granularity granularity) {
+std::string segments_json(std::string_view text, std::span<const Segment> segments, Granularity granularity,
+                          const std::vector<PiiSpan>& masked) {
     nlohmann::json rows = nlohmann::json::array();
     for (size_t k = 0; k < segments.size(); ++k) {
         const Segment& s = segments[k];
@@ -1069,7 +1078,7 @@ std::string segments_json(std::string_view text, std::span<const Segment> segmen
                         {"end", s.end},
                         {"first", s.first},
                         {"last", s.last},
-                        {"text", std::string(segment_bytes(text, s))}});
+                        {"text", segment_display(text, s, masked)}});
     }
     const nlohmann::json document = {
         {"granularity", granularity_name(granularity)}, {"text_bytes", text.size()}, {"segments", std::move(rows)}};
@@ -1077,13 +1086,14 @@ std::string segments_json(std::string_view text, std::span<const Segment> segmen
     return document.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-void write_segments_csv(const std::string& path, std::string_view text, std::span<const Segment> segments) {
-    write_file_atomically(path, segments_csv(text, segments));
+void write_segments_csv(const std::string& path, std::string_view text, std::span<const Segment> segments,
+                        const std::vector<PiiSpan>& masked) {
+    write_file_atomically(path, segments_csv(text, segments, masked));
 }
 
 void write_segments_json(const std::string& path, std::string_view text, std::span<const Segment> segments,
-                         Granularity granularity) {
-    write_file_atomically(path, segments_json(text, segments, granularity));
+                         Granularity granularity, const std::vector<PiiSpan>& masked) {
+    write_file_atomically(path, segments_json(text, segments, granularity, masked));
 }
 
 std::string matrix_csv(int64_t rows, int64_t cols, std::span<const double> values) {

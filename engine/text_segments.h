@@ -51,6 +51,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/pii.h"
 #include "engine/session.h"
 #include "engine/tile_source.h"
 #include "engine/tokenizer.h"
@@ -237,11 +238,15 @@ SentenceGraph sentence_graph(const SpanMatrix& matrix, std::span<const Segment> 
 // CSV (RFC 4180: fields with commas, quotes or line breaks are quoted) keeps the text's bytes
 // as they are, invalid UTF-8 included. JSON {"granularity", "text_bytes", "segments": [{...}]}
 // must be UTF-8: there an invalid byte becomes U+FFFD — the byte offsets stay exact.
-std::string segments_csv(std::string_view text, std::span<const Segment> segments);
-std::string segments_json(std::string_view text, std::span<const Segment> segments, Granularity granularity);
-void write_segments_csv(const std::string& path, std::string_view text, std::span<const Segment> segments);
+// `masked` (find_pii of the text, engine/pii.h): each segment's text shows the personal data it
+// overlaps as "●●●● [TYPE]" (mask_pii_range); the offsets stay those of the original text.
+std::string segments_csv(std::string_view text, std::span<const Segment> segments, const std::vector<PiiSpan>& masked = {});
+std::string segments_json(std::string_view text, std::span<const Segment> segments, Granularity granularity,
+                          const std::vector<PiiSpan>& masked = {});
+void write_segments_csv(const std::string& path, std::string_view text, std::span<const Segment> segments,
+                        const std::vector<PiiSpan>& masked = {});
 void write_segments_json(const std::string& path, std::string_view text, std::span<const Segment> segments,
-                         Granularity granularity);
+                         Granularity granularity, const std::vector<PiiSpan>& masked = {});
 
 // Matrices, row-major: CSV (one line per row, shortest round-trip decimals), JSON
 // {"rows", "cols", "values": [[...], ...]}, NPY (format 1.0, '<f4', C order, header padded to 64).

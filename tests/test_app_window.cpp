@@ -162,3 +162,70 @@ TEST_CASE("windowed view: a content scale change at run time rebuilds fonts and 
 }
 #endif
 
+
+#ifdef ATTNSCOPE_HAVE_APP
+TEST_CASE("windowed view: redrawing only what changed gives the same pixels as redrawing everything", "[app][damage]") {
+    const std::optional<std::string> xvfb = find_in_path("Xvfb");
+    if (!xvfb) {
+        WARN("Xvfb is not installed (Debian: xvfb): the windowed [app] test is skipped");
+        return;
+    }
+    PrivateXvfb server(*xvfb);
+    REQUIRE_FALSE(server.display().empty());
+    EnvOverride display("DISPLAY", server.display().c_str()), wayland("WAYLAND_DISPLAY", nullptr);
+
+    attn::testing::TempDir dir("app_damage");
+    const std::string script = dir.file("script.txt");
+    {
+        // Zoom, hover (a tooltip comes and goes), another head, pan, a colormap: most frames change
+        // part of the window; some change nothing.
+        std::FILE* f = std::fopen(script.c_str(), "w");
+        REQUIRE(f);
+        std::fputs("show 0 0 64 64\nwait 3\nhover 300 300\nwait 2\nhover 310 240\nwait 2\nhead 1\nwait 2\npan 40 -20\n"
+                   "wait 2\ncolormap magma\nwait 2\nfit\nwait 3\nhead 0\nwait 3\n",
+                   f);
+        std::fclose(f);
+    }
+    const auto run = [&](bool full_redraw, const std::string& shot, attn::app::WindowedViewReport& report) {
+        attn::app::WindowedViewOptions options;
+        options.synthetic_tokens = 1024;
+        options.size = "900x560";
+        options.frames = 4;
+        options.select_query = 700;
+        options.script_path = script;
+        options.screenshot = shot;
+        options.validation = true;
+        options.full_redraw = full_redraw;
+        options.report = &report;
+        return attn::app::run_windowed_view(options);
+    };
+    attn::app::WindowedViewReport partial, whole;
+    const std::string partial_png = dir.file("partial.png"), whole_png = dir.file("whole.png");
+    REQUIRE(run(false, partial_png, partial) == 0);
+    REQUIRE(run(true, whole_png, whole) == 0);
+    CHECK(partial.validation_errors.empty());
+
+    // Partial redraws happened (some frames drew only a part, some nothing), and every full-redraw frame was whole.
+    size_t skipped = 0, part = 0;
+    for (size_t i = 0; i < partial.frame_drawn.size(); ++i) {
+        if (!partial.frame_drawn[i]) ++skipped;
+        else if (partial.damaged_fraction[i] < 0.99) ++part;
+    }
+    INFO(partial.frame_drawn.size() << " frames: " << skipped << " not drawn, " << part << " drawn in part");
+    CHECK(part > 0);
+    for (double f : whole.damaged_fraction) CHECK(f == Approx(1.0));
+
+    int w1 = 0, h1 = 0, w2 = 0, h2 = 0, c = 0;
+    stbi_uc* a = stbi_load(partial_png.c_str(), &w1, &h1, &c, 4);
+    stbi_uc* b = stbi_load(whole_png.c_str(), &w2, &h2, &c, 4);
+    REQUIRE(a);
+    REQUIRE(b);
+    REQUIRE(w1 == w2);
+    REQUIRE(h1 == h2);
+    size_t different = 0;
+    for (size_t i = 0; i < size_t(w1) * h1 * 4; ++i) different += a[i] != b[i];
+    stbi_image_free(a);
+    stbi_image_free(b);
+    CHECK(different == 0);
+}
+#endif

@@ -229,43 +229,35 @@ void AppWindow::create_swapchain() {
     ATTN_VK(vkGetSwapchainImagesKHR(device, swapchain_, &count, nullptr));
     images_.resize(count);
     ATTN_VK(vkGetSwapchainImagesKHR(device, swapchain_, &count, images_.data()));
-    for (VkImage image : images_) {
-        VkImageViewCreateInfo view_info{VK_STRUCTURE_TYPE_IMAGE_VIEW_CREATE_INFO};
-        view_info.image = image;
-        view_info.viewType = VK_IMAGE_VIEW_TYPE_2D;
-        view_info.format = format_.format;
-        view_info.subresourceRange = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
-        VkImageView view = VK_NULL_HANDLE;
-        ATTN_VK(vkCreateImageView(device, &view_info, nullptr, &view));
-        views_.push_back(view);
+    for (size_t i = 0; i < images_.size(); ++i) {
         VkSemaphoreCreateInfo sem_info{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO};
         VkSemaphore sem = VK_NULL_HANDLE;
         ATTN_VK(vkCreateSemaphore(device, &sem_info, nullptr, &sem));
         render_complete_.push_back(sem);
     }
-    if (render_pass_) {
-        for (VkImageView view : views_) {
-            VkFramebufferCreateInfo fb{VK_STRUCTURE_TYPE_FRAMEBUFFER_CREATE_INFO};
-            fb.renderPass = render_pass_;
-            fb.attachmentCount = 1;
-            fb.pAttachments = &view;
-            fb.width = extent_.width;
-            fb.height = extent_.height;
-            fb.layers = 1;
-            VkFramebuffer framebuffer = VK_NULL_HANDLE;
-            ATTN_VK(vkCreateFramebuffer(device, &fb, nullptr, &framebuffer));
-            framebuffers_.push_back(framebuffer);
-        }
-    }
+    // The canvas keeps the last frame's pixels: a frame redraws only its damaged rectangles there,
+    // then copies the canvas into the swapchain image (whose old contents Vulkan does not promise).
+    canvas_ = context_->create_image(format_.format, extent_.width, extent_.height, 1,
+                                     VK_IMAGE_USAGE_COLOR_ATTACHMENT_BIT | VK_IMAGE_USAGE_TRANSFER_SRC_BIT |
+                                         VK_IMAGE_USAGE_TRANSFER_DST_BIT);
+    canvas_initialised_ = false;
+    damage_.invalidate();
+    VkFramebufferCreateInfo fb{VK_STRUCTURE_TYPE_FRAMEBUFFER_CREATE_INFO};
+    fb.renderPass = render_pass_;
+    fb.attachmentCount = 1;
+    fb.pAttachments = &canvas_.view;
+    fb.width = extent_.width;
+    fb.height = extent_.height;
+    fb.layers = 1;
+    ATTN_VK(vkCreateFramebuffer(device, &fb, nullptr, &canvas_framebuffer_));
 }
 
 void AppWindow::destroy_swapchain_views() {
     VkDevice device = context_->device();
-    for (VkFramebuffer fb : framebuffers_) vkDestroyFramebuffer(device, fb, nullptr);
-    for (VkImageView v : views_) vkDestroyImageView(device, v, nullptr);
+    if (canvas_framebuffer_) vkDestroyFramebuffer(device, canvas_framebuffer_, nullptr);
+    canvas_framebuffer_ = VK_NULL_HANDLE;
+    context_->destroy(canvas_);
     for (VkSemaphore s : render_complete_) vkDestroySemaphore(device, s, nullptr);
-    framebuffers_.clear();
-    views_.clear();
     render_complete_.clear();
     images_.clear();
 }
@@ -287,22 +279,23 @@ void AppWindow::recreate_swapchain() {
 }
 
 void AppWindow::create_render_pass() {
-    // The image arrives cleared and with the map blitted in (TRANSFER_DST_OPTIMAL); ImGui draws on top.
+    // One pass over the canvas, used twice a frame: to clear the damaged rectangles, and for ImGui
+    // on top of the maps blitted in between. The canvas is in TRANSFER_DST_OPTIMAL before and after.
     VkSubpassDependency deps[2]{};
     deps[0].srcSubpass = VK_SUBPASS_EXTERNAL;
     deps[0].dstSubpass = 0;
     deps[0].srcStageMask = VK_PIPELINE_STAGE_TRANSFER_BIT;
     deps[0].dstStageMask = VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT;
-    deps[0].srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    deps[0].srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT;
     deps[0].dstAccessMask = VK_ACCESS_COLOR_ATTACHMENT_READ_BIT | VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
     deps[1].srcSubpass = 0;
     deps[1].dstSubpass = VK_SUBPASS_EXTERNAL;
     deps[1].srcStageMask = VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT;
-    deps[1].dstStageMask = VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT;
+    deps[1].dstStageMask = VK_PIPELINE_STAGE_TRANSFER_BIT;
     deps[1].srcAccessMask = VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
-    deps[1].dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
+    deps[1].dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
     render_pass_ = context_->create_color_pass(format_.format, VK_ATTACHMENT_LOAD_OP_LOAD,
-                                               VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_PRESENT_SRC_KHR, deps);
+                                               VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, deps);
 }
 
 void AppWindow::load_fonts() {
@@ -402,6 +395,7 @@ void AppWindow::set_content_scale(float scale) {
     scale = std::clamp(scale, 0.5f, 4.f);
     if (std::abs(scale - scale_) < 0.01f) return;
     scale_ = scale;
+    damage_.invalidate();  // a new font atlas under the same texture
     ++scale_changes_;
     // Debian's ImGui 1.86 Vulkan backend has no call to replace just the font texture, so the
     // backend is shut down and initialised again (its pipeline is cheap to rebuild). Nothing may
@@ -421,6 +415,12 @@ float AppWindow::framebuffer_scale_x() const { return ImGui::GetIO().DisplayFram
 float AppWindow::framebuffer_scale_y() const { return ImGui::GetIO().DisplayFramebufferScale.y; }
 
 void AppWindow::wait_events(double seconds) { glfwWaitEventsTimeout(seconds); }
+
+int AppWindow::refresh_rate_hz() const {
+    GLFWmonitor* monitor = glfwGetPrimaryMonitor();
+    const GLFWvidmode* mode = monitor ? glfwGetVideoMode(monitor) : nullptr;
+    return mode ? mode->refreshRate : 0;
+}
 
 bool AppWindow::begin_frame() {
     glfwPollEvents();
@@ -447,16 +447,25 @@ bool AppWindow::begin_frame() {
     return true;
 }
 
-bool AppWindow::end_frame(const PreRecord& pre, const std::string& screenshot_path) {
+bool AppWindow::end_frame(const PreRecord& pre, std::span<const UnderLayer> layers, const std::string& screenshot_path) {
     using Clock = std::chrono::steady_clock;
     const auto ms_since = [](Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); };
     auto phase = Clock::now();
     ImGui::Render();
     ImDrawData* draw_data = ImGui::GetDrawData();
+    if (options_.full_redraw) damage_.invalidate();
+    const std::vector<VkRect2D> damage = damage_.update(*draw_data, layers, extent_);
+    last_timing_ = {};
+    last_timing_.damage_ms = ms_since(phase);
+    last_timing_.damaged_fraction = damage_.damaged_fraction();
+    const bool screenshot = !screenshot_path.empty();
+    // Nothing changed on screen: the window keeps showing the last presented image.
+    if (damage.empty() && !screenshot) return true;
+
+    phase = Clock::now();
     VkDevice device = context_->device();
     Frame& frame = frames_[frame_index_];
     ATTN_VK(vkWaitForFences(device, 1, &frame.fence, VK_TRUE, UINT64_MAX));
-
     uint32_t image_index = 0;
     const VkResult acquired =
         vkAcquireNextImageKHR(device, swapchain_, UINT64_MAX, frame.image_acquired, VK_NULL_HANDLE, &image_index);
@@ -476,67 +485,84 @@ bool AppWindow::end_frame(const PreRecord& pre, const std::string& screenshot_pa
     begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
     ATTN_VK(vkBeginCommandBuffer(cmd, &begin));
 
-    VkImage image = images_[image_index];
-    VkImageMemoryBarrier to_dst{VK_STRUCTURE_TYPE_IMAGE_MEMORY_BARRIER};
-    to_dst.srcAccessMask = 0;
-    to_dst.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    to_dst.oldLayout = VK_IMAGE_LAYOUT_UNDEFINED;
-    to_dst.newLayout = VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL;
-    to_dst.srcQueueFamilyIndex = to_dst.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
-    to_dst.image = image;
-    to_dst.subresourceRange = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
-    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, nullptr, 0, nullptr, 1,
-                         &to_dst);
-    const ImVec4 bg = ImGui::GetStyle().Colors[ImGuiCol_WindowBg];
-    VkClearColorValue clear{{bg.x, bg.y, bg.z, 1.0f}};
-    const VkImageSubresourceRange range{VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
-    vkCmdClearColorImage(cmd, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, &clear, 1, &range);
-    VkMemoryBarrier after_clear{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    after_clear.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    after_clear.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &after_clear, 0,
-                         nullptr, 0, nullptr);
-    if (pre) pre(cmd, image, extent_);
+    const VkImageSubresourceRange whole{VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1};
+    const auto image_barrier = [&](VkImage image, VkImageLayout from, VkImageLayout to, VkAccessFlags src_access,
+                                   VkAccessFlags dst_access, VkPipelineStageFlags src_stage, VkPipelineStageFlags dst_stage) {
+        VkImageMemoryBarrier barrier{VK_STRUCTURE_TYPE_IMAGE_MEMORY_BARRIER};
+        barrier.srcAccessMask = src_access;
+        barrier.dstAccessMask = dst_access;
+        barrier.oldLayout = from;
+        barrier.newLayout = to;
+        barrier.srcQueueFamilyIndex = barrier.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
+        barrier.image = image;
+        barrier.subresourceRange = whole;
+        vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 0, nullptr, 0, nullptr, 1, &barrier);
+    };
+    // The canvas: last frame's copy read it (TRANSFER_SRC); this frame writes it.
+    image_barrier(canvas_.image, canvas_initialised_ ? VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL : VK_IMAGE_LAYOUT_UNDEFINED,
+                  VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_ACCESS_TRANSFER_READ_BIT,
+                  VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                  VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT);
+    canvas_initialised_ = true;
 
     VkRenderPassBeginInfo pass{VK_STRUCTURE_TYPE_RENDER_PASS_BEGIN_INFO};
     pass.renderPass = render_pass_;
-    pass.framebuffer = framebuffers_[image_index];
+    pass.framebuffer = canvas_framebuffer_;
     pass.renderArea.extent = extent_;
-    vkCmdBeginRenderPass(cmd, &pass, VK_SUBPASS_CONTENTS_INLINE);
-    ImGui_ImplVulkan_RenderDrawData(draw_data, cmd);
-    vkCmdEndRenderPass(cmd);
+    if (!damage.empty()) {
+        // 1. the damaged rectangles to the background colour (not where a layer's blit covers them),
+        vkCmdBeginRenderPass(cmd, &pass, VK_SUBPASS_CONTENTS_INLINE);
+        const ImVec4 bg = ImGui::GetStyle().Colors[ImGuiCol_WindowBg];
+        VkClearAttachment clear{};
+        clear.aspectMask = VK_IMAGE_ASPECT_COLOR_BIT;
+        clear.colorAttachment = 0;
+        clear.clearValue.color = VkClearColorValue{{bg.x, bg.y, bg.z, 1.0f}};
+        std::vector<VkClearRect> clear_rects;
+        for (const VkRect2D& r : uncovered_parts(damage, layers)) clear_rects.push_back(VkClearRect{r, 0, 1});
+        if (!clear_rects.empty())
+            vkCmdClearAttachments(cmd, 1, &clear, static_cast<uint32_t>(clear_rects.size()), clear_rects.data());
+        vkCmdEndRenderPass(cmd);
+        // 2. the maps under the UI, inside them,
+        if (pre) pre(cmd, canvas_.image, extent_, damage);
+        // 3. ImGui on top, clipped to them.
+        clip_draw_data(*draw_data, damage, extent_);
+        vkCmdBeginRenderPass(cmd, &pass, VK_SUBPASS_CONTENTS_INLINE);
+        ImGui_ImplVulkan_RenderDrawData(draw_data, cmd);
+        vkCmdEndRenderPass(cmd);
+    }
 
-    const bool screenshot = !screenshot_path.empty();
+    // The canvas into the swapchain image.
+    VkImage image = images_[image_index];
+    image_barrier(canvas_.image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL,
+                  VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT, VK_ACCESS_TRANSFER_READ_BIT,
+                  VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT);
+    image_barrier(image, VK_IMAGE_LAYOUT_UNDEFINED, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 0, VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT);
+    VkImageCopy copy{};
+    copy.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+    copy.dstSubresource = copy.srcSubresource;
+    copy.extent = {extent_.width, extent_.height, 1};
+    vkCmdCopyImage(cmd, canvas_.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1, &copy);
+    image_barrier(image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_PRESENT_SRC_KHR, VK_ACCESS_TRANSFER_WRITE_BIT, 0,
+                  VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT);
+
     if (screenshot) {
         const VkDeviceSize bytes = VkDeviceSize(extent_.width) * extent_.height * 4;
         if (screenshot_buffer_.size < bytes) {
             context_->destroy(screenshot_buffer_);
             screenshot_buffer_ = context_->create_buffer(bytes, VK_BUFFER_USAGE_TRANSFER_DST_BIT, true);
         }
-        VkImageMemoryBarrier to_src = to_dst;
-        to_src.srcAccessMask = VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT;
-        to_src.dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
-        to_src.oldLayout = VK_IMAGE_LAYOUT_PRESENT_SRC_KHR;
-        to_src.newLayout = VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL;
-        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0,
-                             nullptr, 0, nullptr, 1, &to_src);
-        VkBufferImageCopy copy{};
-        copy.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
-        copy.imageExtent = {extent_.width, extent_.height, 1};
-        vkCmdCopyImageToBuffer(cmd, image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, screenshot_buffer_.buffer, 1, &copy);
-        VkImageMemoryBarrier back = to_dst;
-        back.srcAccessMask = VK_ACCESS_TRANSFER_READ_BIT;
-        back.dstAccessMask = 0;
-        back.oldLayout = VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL;
-        back.newLayout = VK_IMAGE_LAYOUT_PRESENT_SRC_KHR;
+        VkBufferImageCopy to_buffer{};
+        to_buffer.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+        to_buffer.imageExtent = {extent_.width, extent_.height, 1};
+        vkCmdCopyImageToBuffer(cmd, canvas_.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, screenshot_buffer_.buffer, 1, &to_buffer);
         VkBufferMemoryBarrier host{VK_STRUCTURE_TYPE_BUFFER_MEMORY_BARRIER};
         host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
         host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
         host.srcQueueFamilyIndex = host.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
         host.buffer = screenshot_buffer_.buffer;
         host.size = VK_WHOLE_SIZE;
-        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT | VK_PIPELINE_STAGE_HOST_BIT,
-                             0, 0, nullptr, 1, &host, 1, &back);
+        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 0, nullptr, 1, &host, 0, nullptr);
     }
     ATTN_VK(vkEndCommandBuffer(cmd));
 
@@ -568,6 +594,7 @@ bool AppWindow::end_frame(const PreRecord& pre, const std::string& screenshot_pa
     if (presented == VK_ERROR_OUT_OF_DATE_KHR || presented == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
     else ATTN_VK(presented);
     last_timing_.present_ms = ms_since(phase);
+    last_timing_.drawn = true;
     frame_index_ = (frame_index_ + 1) % kFramesInFlight;
     ++frames_presented_;
     return true;

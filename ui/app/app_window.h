@@ -16,11 +16,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "engine/error.h"
+#include "ui/app/frame_damage.h"
 #include "ui/render/vulkan_context.h"
 
 struct GLFWwindow;
@@ -41,6 +43,7 @@ struct AppWindowOptions {
     bool require_validation = false;
     bool vsync = true;           // FIFO; false prefers MAILBOX, then IMMEDIATE
     float base_font_px = 15.f;   // before the content scale
+    bool full_redraw = false;    // every frame drawn whole and presented (no frame damage: for comparison)
 };
 
 // GLFW for the lifetime of the object: checks $DISPLAY / $WAYLAND_DISPLAY, then glfwInit; throws
@@ -81,12 +84,16 @@ public:
     // Sleeps until an input event arrives or `seconds` pass (call before begin_frame when idle).
     void wait_events(double seconds);
 
-    // `pre` records commands before the ImGui pass: the image is in TRANSFER_DST_OPTIMAL (already
-    // cleared) and must be left so. If screenshot_path is set, the presented image (UI included)
-    // is read back after this frame and written as a PNG. Returns false if the frame was skipped
-    // (swapchain out of date: it has been recreated; build the next frame as usual).
-    using PreRecord = std::function<void(VkCommandBuffer cmd, VkImage image, VkExtent2D extent)>;
-    bool end_frame(const PreRecord& pre, const std::string& screenshot_path = {});
+    // Draws what changed since the last presented frame (frame_damage.h) and presents it; a frame
+    // in which nothing changed is neither drawn nor presented. `layers` are what `pre` draws under
+    // the UI (rectangles and content versions, for the damage). `pre` records commands before the
+    // ImGui pass, writing only inside `damage` (already cleared); the image is in
+    // TRANSFER_DST_OPTIMAL and must be left so. If screenshot_path is set, the frame is presented
+    // and the image (UI included) is read back and written as a PNG. Returns false if the frame
+    // could not be drawn (swapchain out of date: it has been recreated; build the next frame as usual).
+    using PreRecord =
+        std::function<void(VkCommandBuffer cmd, VkImage image, VkExtent2D extent, std::span<const VkRect2D> damage)>;
+    bool end_frame(const PreRecord& pre, std::span<const UnderLayer> layers = {}, const std::string& screenshot_path = {});
 
     // Framebuffer pixels per ImGui (screen) unit; ImGui works in screen coordinates.
     float framebuffer_scale_x() const;
@@ -96,10 +103,14 @@ public:
     // swapchain image (the renderer still busy with earlier frames), recording and submitting, and
     // presenting (on lavapipe under X11 the image is copied to the X server here).
     struct FrameTiming {
-        double wait_ms = 0, record_submit_ms = 0, present_ms = 0;
+        double damage_ms = 0, wait_ms = 0, record_submit_ms = 0, present_ms = 0;
+        double damaged_fraction = 0;  // of the framebuffer's area redrawn
+        bool drawn = false;           // false: nothing changed, nothing was drawn or presented
     };
     const FrameTiming& last_timing() const { return last_timing_; }
 
+    // The monitor's refresh rate (0 when GLFW does not know it).
+    int refresh_rate_hz() const;
     bool blit_supported() const { return blit_supported_; }
     const std::string& font_note() const { return font_note_; }
     uint64_t frames_presented() const { return frames_presented_; }
@@ -136,8 +147,10 @@ private:
     VkExtent2D extent_{};
     uint32_t min_image_count_ = 2;
     std::vector<VkImage> images_;
-    std::vector<VkImageView> views_;
-    std::vector<VkFramebuffer> framebuffers_;
+    render::GpuImage canvas_;  // the UI as last drawn (frame_damage.h); copied into each presented image
+    VkFramebuffer canvas_framebuffer_ = VK_NULL_HANDLE;
+    bool canvas_initialised_ = false;
+    FrameDamage damage_;
     std::vector<VkSemaphore> render_complete_;  // one per swapchain image
     VkRenderPass render_pass_ = VK_NULL_HANDLE;
     VkDescriptorPool imgui_pool_ = VK_NULL_HANDLE;

@@ -45,6 +45,39 @@ void DebuggerModel::show_step(int64_t step) {
 
 std::string DebuggerModel::token(int64_t position) const { return view::token_text(*session_, position); }
 
+const std::vector<PiiSpan>& DebuggerModel::pii_spans() const {
+    // Live, the text only grows (a branch replaces the session, hence the pointer in the key).
+    if (pii_session_ != session_ || pii_bytes_ != session_->text.size() || pii_tokens_ != session_->tokens.size()) {
+        pii_ = find_pii(session_->text);
+        token_pii_ = token_pii_spans(session_->tokens, pii_);
+        pii_session_ = session_;
+        pii_bytes_ = session_->text.size();
+        pii_tokens_ = session_->tokens.size();
+    }
+    return pii_;
+}
+
+int DebuggerModel::masked_span(int64_t position) const {
+    if (!mask_pii || position < 0) return -1;
+    pii_spans();
+    return position < static_cast<int64_t>(token_pii_.size()) ? token_pii_[static_cast<size_t>(position)] : -1;
+}
+
+std::string DebuggerModel::display_range(size_t begin, size_t end) const {
+    const std::string& text = session_->text;
+    end = std::min(end, text.size());
+    begin = std::min(begin, end);
+    if (!mask_pii) return text.substr(begin, end - begin);
+    return mask_pii_range(text, begin, end, pii_spans());
+}
+
+std::string DebuggerModel::display_token(int64_t position) const {
+    if (position < 0 || position >= static_cast<int64_t>(session_->tokens.size())) return {};
+    const Token& t = session_->tokens[static_cast<size_t>(position)];
+    if (t.end <= t.begin || !token_masked(position)) return token(position);
+    return display_range(t.begin, t.end);
+}
+
 namespace {
 size_t utf8_length(unsigned char lead) {
     if (lead < 0x80) return 1;
@@ -61,6 +94,12 @@ std::string DebuggerModel::token_chars(int64_t position, bool mark_continuation)
     const Token& t = session_->tokens[static_cast<size_t>(position)];
     const std::string& text = session_->text;
     if (t.end > text.size() || t.begin > t.end) return {};
+    if (const int span = masked_span(position); span >= 0) {
+        // The token that starts the span names its type; the rest of the span's tokens are dots.
+        const PiiSpan& s = pii_[static_cast<size_t>(span)];
+        const bool first = position == 0 || masked_span(position - 1) != span;
+        return first ? cat(kPiiMaskGlyph, " [", pii_type_label(s.type), "]") : std::string(kPiiMaskGlyph);
+    }
     if (!t.partial) return text.substr(t.begin, t.end - t.begin);
     // A token that splits a multi-byte character: show every character whose first byte it
     // holds, whole; a token holding only the tail of a character shows "+" (and the character).
@@ -85,6 +124,7 @@ std::string DebuggerModel::token_chars(int64_t position, bool mark_continuation)
 }
 
 std::string DebuggerModel::token_display(int64_t position, size_t max_bytes) const {
+    if (token_masked(position)) return token_chars(position, true);  // "●●●● [TYPE]" as it is, its space too
     const std::string raw = token_chars(position, true);
     std::string out;
     for (size_t i = 0; i < raw.size() && out.size() < max_bytes; ++i) {
@@ -104,6 +144,10 @@ std::string DebuggerModel::token_display(int64_t position, size_t max_bytes) con
     }
     if (out.empty()) out = raw.empty() ? "\xE2\x88\x85" : "?";  // ∅
     return out;
+}
+
+std::string DebuggerModel::alternative_text(int64_t position, int32_t token_id) const {
+    return token_masked(position) ? std::string(kPiiMaskGlyph) : vocab_text(token_id);
 }
 
 bool DebuggerModel::is_generated(int64_t position) const { return step_of(position) != nullptr; }

@@ -54,6 +54,7 @@ void MatrixView::ensure_renderer(uint32_t width, uint32_t height) {
     const double ck = view_.key_at(view_.width / 2.0), cr = view_.row_at(view_.height / 2.0);
     renderer_.reset();
     renderer_ = std::make_unique<render::AttentionMapRenderer>(context_, *cache_, extent_, width, height);
+    renderer_->set_asynchronous(true);  // the window's frame waits for it on the queue, not here
     view_.width = static_cast<int>(width);
     view_.height = static_cast<int>(height);
     if (!fitted_) {
@@ -88,6 +89,7 @@ void MatrixView::draw(float fb_x, float fb_y) {
 
     if (renderer_->extent() != extent_) renderer_->set_extent(extent_);
     stats_ = renderer_->render(view_, model_.settings);
+    if (stats_.rendered || !have_frame_) ++content_version_;
     have_frame_ = true;
     draw_overlays(fb_x, fb_y);
 }
@@ -339,36 +341,60 @@ void MatrixView::draw_tooltip() {
     ImGui::EndTooltip();
 }
 
-void MatrixView::record_blit(VkCommandBuffer cmd, VkImage image, VkExtent2D extent, bool blit_supported) {
+std::optional<UnderLayer> MatrixView::under_layer() const {
+    if (!renderer_ || !have_frame_) return std::nullopt;
+    const render::GpuImage& target = renderer_->target();
+    UnderLayer layer;
+    layer.rect = VkRect2D{{fb_x0_, fb_y0_}, {target.width, target.height}};
+    layer.version = content_version_;
+    return layer;
+}
+
+void MatrixView::record_blit(VkCommandBuffer cmd, VkImage image, VkExtent2D extent, bool blit_supported,
+                             std::span<const VkRect2D> damage) {
     if (!renderer_ || !have_frame_) return;
     const render::GpuImage& src = renderer_->target();
-    // Clip the destination rectangle to the swapchain image (the view may hang off a shrinking window).
-    const int32_t dx0 = std::max(0, fb_x0_), dy0 = std::max(0, fb_y0_);
-    const int32_t dx1 = std::min<int32_t>(static_cast<int32_t>(extent.width), fb_x0_ + static_cast<int32_t>(src.width));
-    const int32_t dy1 = std::min<int32_t>(static_cast<int32_t>(extent.height), fb_y0_ + static_cast<int32_t>(src.height));
-    if (dx1 <= dx0 || dy1 <= dy0) return;
-    const int32_t sx0 = dx0 - fb_x0_, sy0 = dy0 - fb_y0_;
+    // The view's rectangle, clipped to the image (the view may hang off a shrinking window) and to
+    // each damaged rectangle: one region per overlap, copied 1:1.
+    const int32_t vx0 = std::max(0, fb_x0_), vy0 = std::max(0, fb_y0_);
+    const int32_t vx1 = std::min<int32_t>(static_cast<int32_t>(extent.width), fb_x0_ + static_cast<int32_t>(src.width));
+    const int32_t vy1 = std::min<int32_t>(static_cast<int32_t>(extent.height), fb_y0_ + static_cast<int32_t>(src.height));
+    std::vector<VkImageBlit> blits;
+    std::vector<VkImageCopy> copies;
+    for (const VkRect2D& d : damage) {
+        const int32_t dx0 = std::max(vx0, d.offset.x), dy0 = std::max(vy0, d.offset.y);
+        const int32_t dx1 = std::min(vx1, d.offset.x + static_cast<int32_t>(d.extent.width));
+        const int32_t dy1 = std::min(vy1, d.offset.y + static_cast<int32_t>(d.extent.height));
+        if (dx1 <= dx0 || dy1 <= dy0) continue;
+        const int32_t sx0 = dx0 - fb_x0_, sy0 = dy0 - fb_y0_;
+        if (blit_supported) {
+            VkImageBlit blit{};
+            blit.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+            blit.srcOffsets[0] = {sx0, sy0, 0};
+            blit.srcOffsets[1] = {sx0 + (dx1 - dx0), sy0 + (dy1 - dy0), 1};
+            blit.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+            blit.dstOffsets[0] = {dx0, dy0, 0};
+            blit.dstOffsets[1] = {dx1, dy1, 1};
+            blits.push_back(blit);
+        } else {
+            VkImageCopy copy{};
+            copy.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+            copy.srcOffset = {sx0, sy0, 0};
+            copy.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+            copy.dstOffset = {dx0, dy0, 0};
+            copy.extent = {static_cast<uint32_t>(dx1 - dx0), static_cast<uint32_t>(dy1 - dy0), 1};
+            copies.push_back(copy);
+        }
+    }
+    if (blits.empty() && copies.empty()) return;
     // The renderer left its target in TRANSFER_SRC_OPTIMAL, and its render pass orders its writes
     // before later transfer reads (and our reads before its next writes).
-    if (blit_supported) {
-        VkImageBlit blit{};
-        blit.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
-        blit.srcOffsets[0] = {sx0, sy0, 0};
-        blit.srcOffsets[1] = {sx0 + (dx1 - dx0), sy0 + (dy1 - dy0), 1};
-        blit.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
-        blit.dstOffsets[0] = {dx0, dy0, 0};
-        blit.dstOffsets[1] = {dx1, dy1, 1};
-        vkCmdBlitImage(cmd, src.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1,
-                       &blit, VK_FILTER_NEAREST);
-    } else {
-        VkImageCopy copy{};
-        copy.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
-        copy.srcOffset = {sx0, sy0, 0};
-        copy.dstSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
-        copy.dstOffset = {dx0, dy0, 0};
-        copy.extent = {static_cast<uint32_t>(dx1 - dx0), static_cast<uint32_t>(dy1 - dy0), 1};
-        vkCmdCopyImage(cmd, src.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1, &copy);
-    }
+    if (!blits.empty())
+        vkCmdBlitImage(cmd, src.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL,
+                       static_cast<uint32_t>(blits.size()), blits.data(), VK_FILTER_NEAREST);
+    if (!copies.empty())
+        vkCmdCopyImage(cmd, src.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL,
+                       static_cast<uint32_t>(copies.size()), copies.data());
     VkMemoryBarrier after{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
     after.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
     after.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT;

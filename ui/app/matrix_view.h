@@ -15,9 +15,11 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "ui/app/debugger_model.h"
+#include "ui/app/frame_damage.h"
 #include "ui/render/attention_map_renderer.h"
 #include "ui/render/tile_cache.h"
 #include "ui/render/view_transform.h"
@@ -38,8 +40,12 @@ public:
     void reset_source();
     // Live decoding appended rows from query `first_row` on: tiles over them are recomputed.
     void rows_changed_from(int64_t first_row) { cache_->invalidate_rows_from(first_row); }
-    // Blits the rendered view into the swapchain image (TRANSFER_DST_OPTIMAL, left so).
-    void record_blit(VkCommandBuffer cmd, VkImage image, VkExtent2D extent, bool blit_supported);
+    // Blits the rendered view into `image` (TRANSFER_DST_OPTIMAL, left so), inside `damage` only.
+    void record_blit(VkCommandBuffer cmd, VkImage image, VkExtent2D extent, bool blit_supported,
+                     std::span<const VkRect2D> damage);
+    // Where the view is blitted and a version that changes with its pixels (for the frame damage);
+    // nothing before the first frame.
+    std::optional<UnderLayer> under_layer() const;
 
     // The part of the attention matrix shown, for the model's current state.
     virtual render::MatrixExtent extent() const = 0;
@@ -100,6 +106,7 @@ private:
     render::MatrixExtent extent_;  // this frame's
     bool fitted_ = false;
     bool have_frame_ = false;
+    uint64_t content_version_ = 0;  // bumped whenever the renderer draws a new image
 
     // The view's rectangle: ImGui (screen) units, and framebuffer pixels for the blit.
     float x0_ = 0, y0_ = 0, w_ = 0, h_ = 0;

@@ -36,9 +36,11 @@
 #include "ui/panels/head_grid_panel.h"
 #include "ui/panels/head_selector_panel.h"
 #include "ui/panels/model_loader_panel.h"
+#include "ui/panels/rules_panel.h"
 #include "ui/panels/run_controls_panel.h"
 #include "ui/panels/step_inspector_panel.h"
 #include "ui/panels/timeline_panel.h"
+#include "ui/panels/violations_panel.h"
 #include "ui/panels/watchpoints_panel.h"
 #include "ui/panels/session_info_panel.h"
 #include "ui/panels/token_strip_panel.h"
@@ -122,6 +124,8 @@ struct Debugger {
     panels::SentenceGraphState graph;
     panels::CompareState compare;
     panels::ClustersState clusters;
+    // Issue 7: rules, violations and the ontology.
+    panels::RulesState rules;
     // The view's user labels (the heads table edits them). They are copied into the session the
     // window shows (`editable`: a session file's, or the live view's copy) and saved with it; a
     // live run's recording does not get them.
@@ -150,16 +154,42 @@ panels::ResolvedHeads text_heads(const Debugger& d) {
     return panels::resolve_heads(d.text.heads, *d.model, d.fingerprints, d.labels);
 }
 
+// Hands the rules panel's violations and ontology matches to the views that mark them.
+void publish_rule_marks(Debugger& d) {
+    DebuggerModel& model = *d.model;
+    DebuggerModel::Alerts alerts;
+    for (const panels::Violation& v : d.rules.violations) {
+        if (v.step >= 0 && !alerts.step(v.step)) alerts.steps.push_back(v.step);
+        for (const HeadRef& h : v.offending)
+            if (!alerts.head(h.layer, h.head)) alerts.heads.push_back(h);
+        alerts.spans.emplace_back(v.query.begin, v.query.end);
+    }
+    alerts.pulse = panels::violation_pulse(d.rules);
+    model.alerts = std::move(alerts);
+    model.entity_marks.clear();
+    if (d.rules.ontology) {
+        for (const TextSpan& span : d.rules.entity_spans)
+            if (span.type >= 0 && static_cast<size_t>(span.type) < d.rules.ontology->types.size())
+                model.entity_marks.push_back({span.begin, span.end, span.type, d.rules.ontology->types[static_cast<size_t>(span.type)].name, {}});
+        // The spans of flagged pairs (both ends) are marked as anomalies.
+        if (const OntologyReport* anomalies = panels::current_anomalies(d.rules))
+            for (const auto& note : panels::anomaly_notes(*d.rules.ontology, *anomalies))
+                for (DebuggerModel::EntityMark& m : model.entity_marks)
+                    if (m.begin == note.begin && m.end == note.end && m.anomaly.empty()) m.anomaly = note.text;
+    }
+}
+
 // Every worker behind what the centre shows has finished for the current state (scripts wait for
 // it before `state` and screenshots).
 bool views_settled(Debugger& d) {
     if (!d.model) return true;
     const DebuggerModel& model = *d.model;
     if (d.fingerprints_needed() && !panels::fingerprints_current(model, d.fingerprints) && d.fingerprints.note.empty()) return false;
+    if (!panels::rules_settled(model, d.rules, text_heads(d).heads, d.runner)) return false;
     switch (d.centre) {
         case Centre::Map: return true;
         case Centre::Heads: return !d.head_grid.pending.valid();
-        case Centre::Fingerprints: return true;
+        case Centre::Fingerprints: return panels::syntax_shares_settled(model, d.fingerprints);
         case Centre::Text: return panels::text_view_settled(model, d.text, d.fingerprints, d.labels);
         case Centre::Graph: return panels::sentence_graph_settled(model, d.graph, text_heads(d).heads);
         case Centre::Compare: return panels::compare_settled(*d.model, d.compare);
@@ -214,8 +244,18 @@ bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
     } else if (v == "text_level") {
         d.text.level = parse_granularity(a.args[0]);
         d.text.pinned = -1;
+        d.text.pair_key = -1;
         d.centre = d.centre == Centre::Graph ? Centre::Graph : Centre::Text;
+    } else if (v == "text_pair") {
+        // Word level: word QUERY kept (as a click does) and word KEY considered with it (as the mouse would).
+        d.text.level = Granularity::Word;
+        d.text.pinned = static_cast<int64_t>(view::script_number(a, 0));
+        d.text.pair_key = static_cast<int64_t>(view::script_number(a, 1));
+        d.text.scroll_to_pinned = true;
+        d.text.pinned_by_script = true;
+        d.centre = Centre::Text;
     } else if (v == "text_hover") {
+        d.text.pair_key = -1;
         d.text.pinned = static_cast<int64_t>(view::script_number(a, 0));
         d.text.scroll_to_pinned = true;
         d.text.pinned_by_script = true;
@@ -273,11 +313,15 @@ bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
         d.save_note = cat("saved to ", script_words(a, 0));
     } else if (v == "heads_sort") {
         const auto column = panels::parse_fingerprint_column(a.args[0]);
-        if (!column) fail("script line ", a.line, ": unknown column '", a.args[0], "' (head, entropy, normalized_entropy, sink, previous_token, induction, local, distance, keys90, positional, labels)");
+        if (!column) fail("script line ", a.line, ": unknown column '", a.args[0], "' (head, entropy, normalized_entropy, sink, previous_token, induction, local, distance, keys90, positional, syntax, labels)");
         d.fingerprints.sort = *column;
         d.fingerprints.ascending = a.args.size() < 2 || a.args[1] == "asc";
         d.fingerprints.sort_from_script = true;
         panels::update_fingerprints(model, d.fingerprints, true);
+        if (*column == panels::FingerprintColumn::Syntax) {
+            d.fingerprints.syntax_wanted = true;
+            panels::update_syntax_shares(model, d.fingerprints, true);
+        }
     } else if (v == "heads_filter") {
         d.fingerprints.filter = a.args[0] == "all" ? std::string() : script_words(a, 0);
         panels::update_fingerprints(model, d.fingerprints, true);
@@ -305,6 +349,28 @@ bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
         }
     } else if (v == "export_segments") {
         panels::export_text_segments(model, d.text, script_words(a, 0));
+    } else if (v == "pii") {
+        if (a.args[0] != "on" && a.args[0] != "off") fail("script line ", a.line, ": pii on|off");
+        model.mask_pii = a.args[0] == "on";
+    } else if (v == "rules" || v == "ontology") {
+        // As the Rules panel's load button: a bad file's error is shown (and in `state`), the script goes on.
+        const std::string path = script_words(a, 0);
+        try {
+            panels::load_rules_files(d.rules, v == "rules" ? path : std::string(d.rules.rules_path),
+                                     v == "ontology" ? path : std::string(d.rules.ontology_path));
+        } catch (const std::exception&) {
+        }
+        panels::update_rules(model, d.rules, d.runner, d.findings, text_heads(d).heads, true);
+        publish_rule_marks(d);
+    } else if (v == "violation") {
+        // As a click in the violations panel.
+        panels::update_rules(model, d.rules, d.runner, d.findings, text_heads(d).heads, true);
+        const int64_t i = static_cast<int64_t>(view::script_number(a, 0));
+        if (i < 0 || i >= static_cast<int64_t>(d.rules.violations.size()))
+            fail("script line ", a.line, ": no violation ", i, " (", d.rules.violations.size(), " listed)");
+        d.rules.selected_violation = i;
+        panels::jump_to_violation(model, d.rules.violations[static_cast<size_t>(i)]);
+        d.centre = Centre::Map;
     } else {
         return false;
     }
@@ -453,7 +519,11 @@ public:
 
     void after_frame(Debugger& d) {
         if (hover_pending_ && d.map) {
-            std::printf("%s\n", view::hover_json(d.map->hover()).c_str());
+            // Token texts as displayed (personal data masked when on).
+            view::HoverInfo hover = d.map->hover();
+            if (d.model && hover.query >= 0) hover.query_token = d.model->display_token(hover.query);
+            if (d.model && hover.key >= 0) hover.key_token = d.model->display_token(hover.key);
+            std::printf("%s\n", view::hover_json(hover).c_str());
             std::fflush(stdout);
             hover_pending_ = false;
         }
@@ -504,6 +574,8 @@ public:
             if (!f.watchpoints_fired.empty()) hits.push_back(f.step);
         j["watch_hits"] = hits;
         j["centre"] = centre_name(d.centre);
+        j["pii"] = {{"masking", model.mask_pii}, {"spans", model.pii_spans().size()}};
+        if (d.rules.rules || d.rules.ontology || !d.rules.error.empty()) j["rules"] = panels::rules_json(model, d.rules);
         nlohmann::json labels = nlohmann::json::array();
         for (const HeadLabel& l : d.labels) labels.push_back({l.layer, l.head, l.text});
         j["labels"] = labels;
@@ -535,9 +607,14 @@ public:
             for (int i : panels::table_order(d.fingerprints, d.labels)) {
                 const HeadFingerprint& fp = (*table)[size_t(i)];
                 order.push_back({{"layer", fp.layer}, {"head", fp.head}, {"labels", fp.labels}, {"sink", fp.sink_mass},
-                                 {"previous_token", fp.previous_token}, {"entropy", fp.entropy_bits}});
+                                 {"previous_token", fp.previous_token}, {"entropy", fp.entropy_bits},
+                                 {"syntax", std::isnan(panels::syntax_share(d.fingerprints, fp.layer, fp.head))
+                                                ? nlohmann::json(nullptr)
+                                                : nlohmann::json(panels::syntax_share(d.fingerprints, fp.layer, fp.head))}});
             }
             f["rows"] = order;
+            if (d.fingerprints.syntax.has_value() && d.fingerprints.syntax.value())
+                f["syntax_note"] = d.fingerprints.syntax.value()->note, f["syntax_links"] = d.fingerprints.syntax.value()->links;
             j["fingerprints"] = f;
         }
         if (d.diff.enabled && d.diff.result) {
@@ -679,6 +756,7 @@ int run(const WindowedViewOptions& options) {
     window_options.validation = options.validation || (env && std::string(env) == "1") ||
                                 (ATTNSCOPE_VALIDATION_LAYER_DEFAULT && !(env && std::string(env) == "0"));
     window_options.vsync = options.vsync;
+    window_options.full_redraw = options.full_redraw;
     AppWindow window(window_options);
     // The views hold Vulkan objects and a diff may be computing on a worker: all go before the window.
     struct ReleaseViews {
@@ -746,6 +824,9 @@ int run(const WindowedViewOptions& options) {
     d.context = &context;
     d.cache_options = cache_options;
     if (session) bind(*session);
+    // Rules and ontology from the command line: a bad file ends the run with its error (file:line).
+    if (!options.rules_path.empty() || !options.ontology_path.empty())
+        panels::load_rules_files(d.rules, options.rules_path, options.ontology_path);
 
     // A scripted run parks the pointer in the window's bottom-right corner (empty panel space), so
     // that wherever the display put it no tooltip or hover lands in the script's screenshots.
@@ -765,8 +846,17 @@ int run(const WindowedViewOptions& options) {
     std::string caption;
     LiveStatus status;
     std::chrono::steady_clock::time_point demo_idle_since{};
+    // A frame that drew nothing (frame_damage.h) is followed by the next one only after input or
+    // one refresh interval, so an unchanged window costs no CPU the model could use.
+    const double refresh_interval_s = 1.0 / std::max(30, window.refresh_rate_hz());
+    auto previous_start = std::chrono::steady_clock::now();
     for (;;) {
+        if (frames > 0 && !window.last_timing().drawn) {
+            const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - previous_start).count();
+            if (waited < refresh_interval_s) window.wait_events(refresh_interval_s - waited);
+        }
         const auto start = std::chrono::steady_clock::now();
+        previous_start = start;
         // ---- live: take what the runner published ------------------------------------------
         if (std::unique_ptr<Model> model = panels::take_loaded_model(d.loader)) {
             // A model loaded from the panel: the run restarts on it with the panel's prompt. The
@@ -778,6 +868,7 @@ int run(const WindowedViewOptions& options) {
             live_model = loaded_model.get();
             runner = std::make_unique<LiveRunner>(*live_model, options.backend, live);
             d.runner = runner.get();
+            d.rules.rules_to_runner = true;  // the new runner gets the rules too
             d.generation = 0;
             d.bound_generation = ~uint64_t(0);
             GenerationRequest request = panels::request_from(d.run);
@@ -804,6 +895,11 @@ int run(const WindowedViewOptions& options) {
                 }
             }
         }
+        // Rules reach the runner before a script or a button runs it (commands are taken in order).
+        if (runner && d.rules.rules_to_runner) {
+            runner->set_rules(d.rules.rules);
+            d.rules.rules_to_runner = false;
+        }
         if (options.demo && runner && !status.busy &&
             (status.state == LiveState::Finished || status.state == LiveState::Paused) && status.steps > 0) {
             // Demo mode loops: a short pause on the finished text, then the same prompt again.
@@ -819,7 +915,7 @@ int run(const WindowedViewOptions& options) {
         const bool live_busy = runner && (status.busy || status.state == LiveState::Running || status.state == LiveState::Prefilling);
         const bool scripted = !script.done() || options.frames > 0 || !final_shot_done;
         if (!scripted && !live_busy && !d.timeline.playing && idle > 3 && (!d.map || !d.map->busy()) && d.entropy.complete() &&
-            views_settled(d))
+            views_settled(d) && !panels::violation_pulsing(d.rules))
             window.wait_events(0.5);
         if (options.frame_hook) options.frame_hook(window.window(), frames);
         if (d.scale_request) window.set_content_scale(*std::exchange(d.scale_request, std::nullopt));
@@ -829,6 +925,9 @@ int run(const WindowedViewOptions& options) {
         if (d.model) {
             panels::advance_timeline(*d.model, d.timeline);
             panels::update_diff(*d.model, d.diff, d.findings);
+            panels::update_rules(*d.model, d.rules, d.runner, d.findings, text_heads(d).heads);
+            publish_rule_marks(d);
+            if (d.compare.other_model) d.compare.other_model->mask_pii = d.model->mask_pii;  // one switch for every view
             if (options.demo) follow_for_demo(d, caption);
         }
 
@@ -859,6 +958,8 @@ int run(const WindowedViewOptions& options) {
             }
             if (ImGui::CollapsingHeader("Watchpoints", runner ? ImGuiTreeNodeFlags_DefaultOpen : 0))
                 panels::draw_watchpoints_panel(model, runner.get(), d.findings, d.watch);
+            if (ImGui::CollapsingHeader("Rules", d.rules.rules || d.rules.ontology ? ImGuiTreeNodeFlags_DefaultOpen : 0))
+                panels::draw_rules_panel(model, d.rules, panels::RulesActions{runner.get()});
             if (ImGui::CollapsingHeader("Session")) {
                 panels::SessionInfoExtras extras;
                 extras.source = source_name;
@@ -885,6 +986,12 @@ int run(const WindowedViewOptions& options) {
                 panels::StepInspectorActions actions;
                 if (runner) actions.branch = [&](int64_t step, int32_t token) { runner->branch(step, token); };
                 panels::draw_step_inspector_panel(*d.model, d.findings, actions);
+            }
+            if ((d.rules.rules || !d.rules.violations.empty()) && ImGui::CollapsingHeader("Violations", ImGuiTreeNodeFlags_DefaultOpen)) {
+                if (const auto clicked = panels::draw_violations_panel(*d.model, d.rules)) {
+                    panels::jump_to_violation(*d.model, d.rules.violations[*clicked]);
+                    d.centre = Centre::Map;
+                }
             }
             if (ImGui::CollapsingHeader("Diff", ImGuiTreeNodeFlags_DefaultOpen)) panels::draw_diff_panel(*d.model, d.diff);
             if (!d.model->session().beam_tree.empty() && ImGui::CollapsingHeader("Beam tree", ImGuiTreeNodeFlags_DefaultOpen)) {
@@ -1066,11 +1173,20 @@ int run(const WindowedViewOptions& options) {
             shot = (std::filesystem::path(options.sequence_dir) / name).string();
         }
         const auto built = std::chrono::steady_clock::now();
-        window.end_frame([&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent) {
-            if (d.map && d.centre == Centre::Map) d.map->record_blit(cmd, image, extent, window.blit_supported());
-            if (waterfall_shown) d.waterfall->record_blit(cmd, image, extent, window.blit_supported());
-            if (d.centre == Centre::Compare) panels::record_compare_blits(d.compare, cmd, image, extent, window.blit_supported());
-        }, shot);
+        // The views blitted under the UI this frame (their pixels are part of the frame damage).
+        std::vector<MatrixView*> blitted_views;
+        if (d.map && d.centre == Centre::Map) blitted_views.push_back(d.map.get());
+        if (waterfall_shown) blitted_views.push_back(d.waterfall.get());
+        if (d.centre == Centre::Compare)
+            for (auto& view : d.compare.views) blitted_views.push_back(view.get());
+        std::vector<UnderLayer> layers;
+        for (MatrixView* view : blitted_views)
+            if (const auto layer = view->under_layer()) layers.push_back(*layer);
+        window.end_frame(
+            [&](VkCommandBuffer cmd, VkImage image, VkExtent2D extent, std::span<const VkRect2D> damage) {
+                for (MatrixView* view : blitted_views) view->record_blit(cmd, image, extent, window.blit_supported(), damage);
+            },
+            layers, shot);
         if (crop_shot) {
             try {
                 crop_png(shot, d.centre_rect);
@@ -1090,6 +1206,8 @@ int run(const WindowedViewOptions& options) {
             options.report->build_ms.push_back(std::chrono::duration<double, std::milli>(built - start).count());
             options.report->wait_ms.push_back(window.last_timing().wait_ms);
             options.report->present_ms.push_back(window.last_timing().present_ms);
+            options.report->frame_drawn.push_back(window.last_timing().drawn ? 1 : 0);
+            options.report->damaged_fraction.push_back(window.last_timing().damaged_fraction);
             options.report->frame_live_busy.push_back(live_busy ? 1 : 0);
             options.report->live_steps = status.steps;
             options.report->content_scale = window.content_scale();

@@ -23,6 +23,8 @@ struct WindowedViewReport {
     std::vector<double> build_ms;  // of which: syncing with the runner and building the UI (the rest renders and presents)
     std::vector<double> wait_ms, present_ms;  // … waiting for a frame slot and image, and presenting
     std::vector<uint8_t> frame_live_busy;  // 1 where the live model was prefilling or decoding meanwhile
+    std::vector<uint8_t> frame_drawn;      // 1 where something changed and the frame was drawn and presented
+    std::vector<double> damaged_fraction;  // share of the window redrawn (frame_damage.h)
     int64_t live_steps = 0;        // steps the live run made
     float content_scale = 1.f;     // at the end (a script's 'dpi S' or the monitor changes it)
     int content_scale_changes = 0;
@@ -50,8 +52,10 @@ struct WindowedViewOptions {
     int64_t select_query = -1;         // >= 0: start with this query row selected (and in view)
     std::string plane = "max", colormap = "viridis", scale = "log";
     int cache_mb = 256;
+    std::string rules_path, ontology_path;  // issue 7: rules checked on the session (and live), ontology labels
     bool validation = false;           // also on in debug builds and with ATTNSCOPE_VALIDATION=1
     bool vsync = true;
+    bool full_redraw = false;          // redraw and present every frame whole (no frame damage)
     WindowedViewReport* report = nullptr;  // filled on return, if given
     // Tests: called before each frame with the GLFWwindow* and the frame number (e.g. to resize).
     std::function<void(void* glfw_window, uint64_t frame)> frame_hook;

@@ -11,6 +11,7 @@ struct LiveBenchOptions {
     bool validation = false;
     bool json_only = false;
     std::string runtime_priority = "background";  // normal, low or background (the model's threads)
+    bool full_redraw = false;  // every frame drawn whole (as before frame damage): for comparison
 };
 
 // Frame times of the whole debugger while the cpu backend decodes live (see bench_live.cpp).

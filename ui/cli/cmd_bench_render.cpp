@@ -42,6 +42,7 @@ struct BenchRenderCommand {
     bool live = false;
     int live_tokens = 48;
     std::string runtime_priority = "background";
+    bool full_redraw = false;
 
     void run() const {
         if (live) {
@@ -52,6 +53,7 @@ struct BenchRenderCommand {
             options.validation = validation;
             options.json_only = json_only;
             options.runtime_priority = runtime_priority;
+            options.full_redraw = full_redraw;
             run_live_render_bench(options);
             return;
 #else
@@ -230,6 +232,8 @@ void add_bench_render_command(CLI::App& bench) {
         ->check(CLI::Range(1, 4096));
     render->add_option("--runtime-priority", cmd->runtime_priority,
                        "--live: the model's threads: normal, low (nice 10) or background (SCHED_IDLE, the default)");
+    render->add_flag("--full-redraw", cmd->full_redraw,
+                     "--live: draw and present every frame whole, not only what changed (for comparison)");
     render->callback([cmd] { cmd->run(); });
 #else
     CLI::App* render = bench.add_subcommand("render", "Vulkan renderer benchmark (not in this build)");

@@ -19,6 +19,7 @@
 
 #include "engine/generation.h"
 #include "engine/session_file.h"
+#include "engine/pii.h"
 #include "ui/cli/generation_options.h"
 #include "ui/view/headless.h"
 #include "ui/view/synthetic_session.h"
@@ -56,6 +57,9 @@ struct ViewCommand {
     std::string plane = "max", colormap = "viridis", scale = "log";
     int cache_mb = 256;
     bool validation = false;
+    bool no_pii_masking = false;
+    std::string rules_path, ontology_path;
+    bool full_redraw = false;
     GenerationOptions capture;  // used when neither a session nor --synthetic is given
 
     // The session to show: a file, a generated one, or a fresh capture (saved in the sessions cache).
@@ -111,6 +115,9 @@ struct ViewCommand {
         window.plane = plane, window.colormap = colormap, window.scale = scale;
         window.cache_mb = cache_mb;
         window.validation = validation;
+        window.rules_path = rules_path;
+        window.ontology_path = ontology_path;
+        window.full_redraw = full_redraw;
         return window;
     }
 
@@ -152,6 +159,8 @@ struct ViewCommand {
 #endif
 
     void run() {
+        // Personal data is masked in every display and export unless switched off for this run.
+        if (no_pii_masking) set_privacy_defaults(PrivacySettings{false});
         if (waterfall && !headless) {
             // The window has no waterfall panel yet: the waterfall is rendered offscreen.
             std::fprintf(stderr, "attnscope: --waterfall renders offscreen (as with --headless)\n");
@@ -266,7 +275,13 @@ void add_view_command(CLI::App& app) {
     view->add_option("--colormap", cmd->colormap, "viridis, magma or diverging (default viridis)");
     view->add_option("--scale", cmd->scale, "log or linear (default log)");
     view->add_option("--cache-mb", cmd->cache_mb, "Tile cache budget in MiB (default 256)")->check(CLI::PositiveNumber);
+    view->add_flag("--no-pii-masking", cmd->no_pii_masking,
+                   "Show personal data (ID, phone and card numbers, e-mail and IP addresses) instead of ●●●● [TYPE]");
+    view->add_option("--rules", cmd->rules_path, "Rules file checked on the session and live (engine/rules.h; the Rules panel)");
+    view->add_option("--ontology", cmd->ontology_path, "Ontology file: matches labelled in the text view, anomalies listed");
     view->add_flag("--validation", cmd->validation, "Enable the Vulkan validation layer (also ATTNSCOPE_VALIDATION=1)");
+    view->add_flag("--full-redraw", cmd->full_redraw,
+                   "Window: draw and present every frame whole, not only what changed (for comparison)");
 #ifdef ATTNSCOPE_HAVE_APP
     view->add_option("--record", cmd->record_path,
                      "Live decoding: the session file every step is appended to (default: the sessions cache's live.attn)");

@@ -13,6 +13,7 @@ void add_bench_command(CLI::App& app);
 void add_rules_command(CLI::App& app);             // rules: check a rules file on a session
 void add_syntax_command(CLI::App& app);            // syntax: link-grammar relations, per-head shares
 void add_ontology_command(CLI::App& app);          // ontology: labelled spans and anomalies
+void add_counterfactual_command(CLI::App& app);    // counterfactual: re-run with an intervention, diff attention
 void add_view_command(CLI::App& app);            // view (headless, and windowed where built)
 void add_demo_command(CLI::App& app);            // demo
 void add_bench_render_command(CLI::App& bench);  // bench render

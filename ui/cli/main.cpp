@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     attn::cli::add_rules_command(app);
     attn::cli::add_syntax_command(app);
     attn::cli::add_ontology_command(app);
+    attn::cli::add_counterfactual_command(app);
     attn::cli::add_bench_gpu_command(*app.get_subcommand("bench"));
     attn::cli::add_view_command(app);
     attn::cli::add_demo_command(app);

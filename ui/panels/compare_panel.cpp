@@ -234,10 +234,6 @@ void release_compare(CompareState& state) {
     state.diff.wait();
 }
 
-void record_compare_blits(CompareState& state, VkCommandBuffer cmd, VkImage image, VkExtent2D extent, bool blit_supported) {
-    for (auto& v : state.views) v->record_blit(cmd, image, extent, blit_supported);
-}
-
 void finish_compare(app::DebuggerModel& model, CompareState& state) {
     const std::vector<CompareSlot> slots = compare_slots(model, state);
     want_diff(model, state, slots, true);

@@ -90,7 +90,6 @@ std::vector<CompareSlot> compare_slots(app::DebuggerModel& model, CompareState& 
 
 void draw_compare_panel(render::VulkanContext& context, app::DebuggerModel& model, CompareState& state,
                         const render::TileCacheOptions& cache, float fb_x, float fb_y);
-void record_compare_blits(CompareState& state, VkCommandBuffer cmd, VkImage image, VkExtent2D extent, bool blit_supported);
 // The main session changed (live: restart, another branch): the maps get caches over the new source.
 void compare_reset_source(CompareState& state);
 // Opens a second session (blocking; scripts), or starts loading it in the background (the panel).

@@ -36,13 +36,19 @@ const std::vector<ColumnInfo>& columns() {
         {FingerprintColumn::Distance, "distance", "distance", "mean attention distance, tokens"},
         {FingerprintColumn::Keys90, "keys90", "keys 90%", "fraction of the visible keys holding 90% of the mass (sparsity)"},
         {FingerprintColumn::Positional, "positional", "offset", "the fixed relative offset with the most mass, and that mass"},
+        {FingerprintColumn::Syntax, "syntax", "syntax",
+         "share of the attention of words with an earlier syntactic partner that lands on their partners (link-grammar, English)"},
         {FingerprintColumn::Labels, "labels", "labels", "automatic labels, then user labels (yellow)"},
     };
     return list;
 }
 
-double metric(const HeadFingerprint& f, FingerprintColumn c) {
+double metric(const FingerprintsState& state, const HeadFingerprint& f, FingerprintColumn c) {
     switch (c) {
+        case FingerprintColumn::Syntax: {
+            const double v = syntax_share(state, f.layer, f.head);
+            return std::isnan(v) ? -1.0 : v;  // not computed (or nothing parsed): sorted below every share
+        }
         case FingerprintColumn::Head: return f.layer * 100000.0 + f.head;
         case FingerprintColumn::Entropy: return f.entropy_bits;
         case FingerprintColumn::NormalizedEntropy: return f.normalized_entropy;
@@ -117,6 +123,49 @@ bool fingerprints_current(const app::DebuggerModel& model, const FingerprintsSta
            !state.pending.valid();
 }
 
+void update_syntax_shares(const app::DebuggerModel& model, FingerprintsState& state, bool wait) {
+    const Session& session = model.session();
+    const FingerprintsState::SyntaxKey key{session.capture.get(), model.positions(), session.text.size()};
+    state.syntax.poll();
+    if (!(wait || state.syntax.needs(key)) || model.positions() <= 0) return;
+    auto snapshot = std::make_shared<Session>();
+    snapshot->tokens.assign(session.tokens.begin(), session.tokens.begin() + model.positions());
+    snapshot->text = session.text.substr(0, snapshot->tokens.empty() ? 0 : std::min<size_t>(session.text.size(), snapshot->tokens.back().end));
+    snapshot->prompt_tokens = session.prompt_tokens;
+    snapshot->capture = session.capture;
+    snapshot->config = session.config;
+    const int layers = model.n_layer(), heads = model.n_head();
+    auto job = [snapshot, layers, heads] {
+        auto out = std::make_shared<FingerprintsState::SyntaxShares>();
+        out->n_head = heads;
+        const SyntaxAnalysis analysis = parse_session_syntax(*snapshot);
+        out->note = analysis.note;
+        out->links = static_cast<int64_t>(analysis.links.size());
+        std::vector<HeadRef> all;
+        for (int l = 0; l < layers; ++l)
+            for (int h = 0; h < heads; ++h) all.push_back({l, h});
+        const CpuTileSource source(*snapshot->capture, 0);
+        out->heads = syntactic_shares(source, *snapshot, analysis, all);
+        return std::shared_ptr<const FingerprintsState::SyntaxShares>(std::move(out));
+    };
+    if (wait) state.syntax.finish(key, job);
+    else state.syntax.want(key, job);
+}
+
+bool syntax_shares_settled(const app::DebuggerModel& model, const FingerprintsState& state) {
+    if (!state.syntax_wanted) return true;
+    const Session& session = model.session();
+    return state.syntax.done_for({session.capture.get(), model.positions(), session.text.size()});
+}
+
+double syntax_share(const FingerprintsState& state, int layer, int head) {
+    if (!state.syntax.has_value() || !state.syntax.value()) return std::nan("");
+    const FingerprintsState::SyntaxShares& s = *state.syntax.value();
+    const size_t i = static_cast<size_t>(layer) * static_cast<size_t>(s.n_head) + static_cast<size_t>(head);
+    if (i >= s.heads.size() || s.heads[i].query_tokens == 0) return std::nan("");
+    return s.heads[i].share;
+}
+
 void update_fingerprints(const app::DebuggerModel& model, FingerprintsState& state, bool wait) {
     for (int round = 0; round < 3; ++round) {
         if (state.pending.valid() &&
@@ -188,7 +237,7 @@ std::vector<int> table_order(const FingerprintsState& state, const std::vector<H
             const std::string la = labels_text(fa, user_labels), lb = labels_text(fb, user_labels);
             return state.ascending ? la < lb : la > lb;
         }
-        const double va = metric(fa, c), vb = metric(fb, c);
+        const double va = metric(state, fa, c), vb = metric(state, fb, c);
         return state.ascending ? va < vb : va > vb;
     });
     return order;
@@ -244,6 +293,12 @@ void draw_fingerprints_panel(app::DebuggerModel& model, FingerprintsState& state
         ImGui::TextDisabled(state.pending.valid() ? "computing the fingerprints…" : "no fingerprints");
     }
     if (!state.note.empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.4f, 1), "%s", state.note.c_str());
+    state.syntax_wanted = true;
+    update_syntax_shares(model, state);
+    if (state.syntax.busy()) ImGui::TextDisabled("syntax column: parsing the text with link-grammar…");
+    else if (!state.syntax.error().empty()) ImGui::TextColored(ImVec4(1, 0.5f, 0.4f, 1), "syntax column: %s", state.syntax.error().c_str());
+    else if (state.syntax.has_value() && state.syntax.value() && !state.syntax.value()->note.empty())
+        ImGui::TextDisabled("syntax column: %s", state.syntax.value()->note.c_str());
     if (!table) return;
 
     // ---- user labels of the selected head ----
@@ -319,7 +374,7 @@ void draw_fingerprints_panel(app::DebuggerModel& model, FingerprintsState& state
     std::vector<double> lo(size_t(n_columns), 1e300), hi(size_t(n_columns), -1e300);
     for (const HeadFingerprint& f : *table)
         for (int c = 1; c < n_columns - 1; ++c) {
-            const double v = metric(f, columns()[size_t(c)].column);
+            const double v = metric(state, f, columns()[size_t(c)].column);
             lo[size_t(c)] = std::min(lo[size_t(c)], v);
             hi[size_t(c)] = std::max(hi[size_t(c)], v);
         }
@@ -360,7 +415,11 @@ void draw_fingerprints_panel(app::DebuggerModel& model, FingerprintsState& state
                         }
                     continue;
                 }
-                const double v = metric(f, column);
+                const double v = metric(state, f, column);
+                if (column == FingerprintColumn::Syntax && v < 0) {
+                    ImGui::TextDisabled(state.syntax.busy() ? "…" : "–");
+                    continue;
+                }
                 const double span = hi[size_t(c)] - lo[size_t(c)];
                 const double t = span > 0 ? (v - lo[size_t(c)]) / span : 0.0;
                 const uint32_t rgba = colours[static_cast<size_t>(std::clamp(t, 0.0, 1.0) * 255.0 + 0.5)];

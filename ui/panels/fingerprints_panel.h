@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "engine/head_fingerprints.h"
+#include "engine/syntax.h"
+#include "ui/panels/async_value.h"
 #include "ui/app/debugger_model.h"
 
 namespace attn::panels {
@@ -35,6 +37,7 @@ enum class FingerprintColumn {
     Distance,
     Keys90,
     Positional,
+    Syntax,  // issue 7: share of the head's attention on syntactically linked word pairs (engine/syntax.h)
     Labels,
 };
 const char* fingerprint_column_name(FingerprintColumn column);  // "head", "entropy", "sink", ...
@@ -64,6 +67,23 @@ struct FingerprintsState {
     bool sort_from_script = false;  // apply `sort` to the ImGui table's header on the next frame
     std::string filter;             // a label (automatic or user); empty: every head
     int selected = -1;              // layer * n_head + head of the row clicked
+
+    // ---- syntactic shares (issue 7): link-grammar parse and per-head shares on a worker, while
+    // the table is shown (parsing is slow: link-grammar, one sentence at a time) ----
+    struct SyntaxKey {
+        const CaptureStore* store = nullptr;
+        int64_t positions = 0;
+        size_t text_bytes = 0;
+        bool operator==(const SyntaxKey&) const = default;
+    };
+    struct SyntaxShares {
+        int n_head = 0;
+        std::vector<SyntaxHeadShare> heads;  // layer-major, every head
+        std::string note;                     // the analysis' note ("no parser for this language …") when nothing parsed
+        int64_t links = 0;
+    };
+    AsyncValue<SyntaxKey, std::shared_ptr<const SyntaxShares>> syntax;
+    bool syntax_wanted = false;
     char new_label[64] = {};
     std::string label_note;
 };
@@ -73,6 +93,11 @@ const std::vector<HeadFingerprint>* fingerprints_of(const FingerprintsState& sta
 // needs them; non-blocking). wait: block until current (scripts).
 void update_fingerprints(const app::DebuggerModel& model, FingerprintsState& state, bool wait = false);
 bool fingerprints_current(const app::DebuggerModel& model, const FingerprintsState& state);
+// Keeps the syntactic shares current (on a worker; wait: block). The share of head (layer, head),
+// NaN while not computed or when no sentence was parsed.
+void update_syntax_shares(const app::DebuggerModel& model, FingerprintsState& state, bool wait = false);
+bool syntax_shares_settled(const app::DebuggerModel& model, const FingerprintsState& state);
+double syntax_share(const FingerprintsState& state, int layer, int head);
 
 // Every label in use (the automatic names that some head has, then the user labels), for filters.
 std::vector<std::string> labels_in_use(const FingerprintsState& state, const std::vector<HeadLabel>& user_labels);

@@ -134,6 +134,10 @@ bool draw_head_grid_panel(app::DebuggerModel& model, HeadGridState& state) {
                 draw->AddRectFilled(ImVec2(x, y), ImVec2(x + thumb, y + thumb_h), IM_COL32(12, 12, 16, 215));
             else if (have_filter)  // passes: a thin outline in the label colour
                 draw->AddRect(ImVec2(x - 1, y - 1), ImVec2(x + thumb + 1, y + thumb_h + 1), IM_COL32(255, 217, 90, 170));
+            if (model.alerts.head(l, h)) {  // a rule's offending head: pulses red, then stays red
+                const int alpha = static_cast<int>(90 + 165 * model.alerts.pulse);
+                draw->AddRect(ImVec2(x - 2, y - 2), ImVec2(x + thumb + 2, y + thumb_h + 2), IM_COL32(255, 40, 40, alpha), 0, 0, 3.f);
+            }
             const bool selected = l == model.settings.layer && h == model.settings.head;
             const bool under_mouse = hovered_canvas && mouse.x >= x && mouse.x < x + thumb && mouse.y >= y && mouse.y < y + thumb_h;
             if (under_mouse) hovered_layer = l, hovered_head = h;

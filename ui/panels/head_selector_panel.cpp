@@ -83,6 +83,8 @@ void draw_head_selector_panel(app::DebuggerModel& model, HeadEntropyGrid& grid) 
                 col = ImGui::ColorConvertFloat4ToU32(ImVec4(0.95f - 0.75f * t, 0.75f - 0.45f * t, 0.25f + 0.35f * t, 1));
             }
             dl->AddRectFilled(a, b, col);
+            if (model.alerts.head(l, h))  // a rule's offending head
+                dl->AddRect(a, b, IM_COL32(255, 40, 40, static_cast<int>(110 + 145 * model.alerts.pulse)), 0, 0, 2);
             if (l == model.settings.layer && h == model.settings.head) dl->AddRect(a, b, IM_COL32(255, 255, 255, 255), 0, 0, 2);
             if (cw >= font * 2.2f && ch >= font * 0.95f && !std::isnan(bits)) {
                 char text[16];

@@ -120,7 +120,7 @@ nlohmann::json sentence_graph_json(const app::DebuggerModel& model, const Senten
     nlohmann::json nodes = nlohmann::json::array();
     for (size_t i = 0; i < g.nodes.size(); ++i) {
         nlohmann::json n = {{"segment", g.nodes[i]}, {"community", g.community[i]},
-                            {"text", segment_text(*r.segments.snapshot, (*r.segments.segments)[static_cast<size_t>(g.nodes[i])], 60)}};
+                            {"text", segment_text(model, (*r.segments.segments)[static_cast<size_t>(g.nodes[i])], 60)}};
         if (i < state.drawn_nodes.size()) n["at"] = {state.drawn_nodes[i][0], state.drawn_nodes[i][1], state.drawn_nodes[i][2]};
         nodes.push_back(n);
     }
@@ -172,7 +172,6 @@ std::optional<int64_t> draw_sentence_graph_panel(app::DebuggerModel& model, Sent
     }
     const SentenceGraphState::Result& r = state.job.value();
     const std::vector<Segment>& segments = *r.segments.segments;
-    const Session& snapshot = *r.segments.snapshot;
     ImDrawList* dl = ImGui::GetWindowDrawList();
     const float font = ImGui::GetFontSize();
     const float fb_x = ImGui::GetIO().DisplayFramebufferScale.x, fb_y = ImGui::GetIO().DisplayFramebufferScale.y;
@@ -220,7 +219,7 @@ std::optional<int64_t> draw_sentence_graph_panel(app::DebuggerModel& model, Sent
                 dl->AddRectFilled(ImVec2(x, origin.y + font * 1.2f), ImVec2(x + cell - 1, origin.y + top - 2), community_colour(topic_of(r, a)));
             }
             if (cell >= font * 0.9f) {
-                const std::string label = cat("¶", a, " ", one_line(segment_text(snapshot, segments[static_cast<size_t>(a)], 40)));
+                const std::string label = cat("¶", a, " ", one_line(segment_text(model, segments[static_cast<size_t>(a)], 40)));
                 dl->PushClipRect(ImVec2(origin.x + band, y), ImVec2(origin.x + label_w - 4, y + cell), true);
                 dl->AddText(ImVec2(origin.x + band + 2, y + (cell - font) / 2), ImGui::GetColorU32(ImGuiCol_Text), label.c_str());
                 dl->PopClipRect();
@@ -250,8 +249,8 @@ std::optional<int64_t> draw_sentence_graph_panel(app::DebuggerModel& model, Sent
             ImGui::Text("paragraph %lld%s → paragraph %lld%s: %.2f%% of its attention", static_cast<long long>(hr), topic_name(hr).c_str(),
                         static_cast<long long>(hc), topic_name(hc).c_str(), r.matrix.normalised(hr, hc) * 100);
             ImGui::PushTextWrapPos(font * 30);
-            ImGui::TextUnformatted(one_line(segment_text(snapshot, segments[static_cast<size_t>(hr)], 160)).c_str());
-            ImGui::TextDisabled("%s", one_line(segment_text(snapshot, segments[static_cast<size_t>(hc)], 160)).c_str());
+            ImGui::TextUnformatted(one_line(segment_text(model, segments[static_cast<size_t>(hr)], 160)).c_str());
+            ImGui::TextDisabled("%s", one_line(segment_text(model, segments[static_cast<size_t>(hc)], 160)).c_str());
             ImGui::PopTextWrapPos();
             ImGui::EndTooltip();
         }
@@ -318,7 +317,7 @@ std::optional<int64_t> draw_sentence_graph_panel(app::DebuggerModel& model, Sent
         ImGui::Text("sentence %lld (community %lld), tokens [%lld, %lld)", static_cast<long long>(g.nodes[i]),
                     static_cast<long long>(g.community[i]), static_cast<long long>(s.first), static_cast<long long>(s.last));
         ImGui::PushTextWrapPos(font * 32);
-        ImGui::TextUnformatted(one_line(segment_text(snapshot, s, 400)).c_str());
+        ImGui::TextUnformatted(one_line(segment_text(model, s, 400)).c_str());
         ImGui::PopTextWrapPos();
         std::vector<GraphEdge> out;
         for (const GraphEdge& e : g.edges)

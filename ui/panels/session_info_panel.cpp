@@ -47,7 +47,7 @@ void draw_session_info_panel(app::DebuggerModel& model, const SessionInfoExtras&
                 ImGui::TableNextRow();
                 ImGui::TableNextColumn();
                 const bool chosen = alt.id == step->token_id;
-                const std::string text = model.vocab_text(alt.id);
+                const std::string text = model.alternative_text(q, alt.id);
                 if (chosen) ImGui::TextColored(ImVec4(1, 0.82f, 0.3f, 1), "%s", text.c_str());
                 else ImGui::TextUnformatted(text.c_str());
                 ImGui::TableNextColumn();

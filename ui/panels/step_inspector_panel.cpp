@@ -30,7 +30,7 @@ void draw_step_inspector_panel(app::DebuggerModel& model, const std::vector<Step
             const TokenAlternative& alt = r.top[i];
             ImGui::TableNextRow();
             ImGui::TableNextColumn();
-            std::string text = model.vocab_text(alt.id);
+            std::string text = model.alternative_text(position, alt.id);
             for (char& c : text)
                 if (c == '\n') c = ' ';
             ImGui::Text("%s%s", alt.id == r.token_id ? "> " : "  ", text.c_str());

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/pii.h"
 
 namespace attn::panels {
 
@@ -63,6 +64,12 @@ void append_utf8(std::string& out, int32_t cp) {
     else
         out += static_cast<char>(0xF0 | (cp >> 18)), out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
             out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), out += static_cast<char>(0x80 | (cp & 0x3F));
+}
+
+ImU32 entity_colour(int type) {
+    static const ImU32 colours[] = {IM_COL32(90, 220, 120, 255), IM_COL32(230, 120, 255, 255), IM_COL32(255, 200, 60, 255),
+                                    IM_COL32(90, 200, 255, 255), IM_COL32(255, 120, 150, 255), IM_COL32(180, 255, 90, 255)};
+    return colours[static_cast<size_t>(std::max(type, 0)) % (sizeof colours / sizeof colours[0])];
 }
 
 std::string head_list(const std::vector<HeadRef>& heads, size_t max_shown = 8) {
@@ -234,6 +241,32 @@ std::vector<std::pair<int64_t, double>> top_of(const std::vector<double>& values
     return all;
 }
 
+}  // namespace
+
+std::optional<WordPair> word_pair(const app::DebuggerModel& model, const TextViewState& state, const std::vector<HeadRef>& heads,
+                                  int64_t a, int64_t b);
+
+namespace {
+
+// The (query word, key word) box: raw mass, relation, parts of speech.
+void draw_pair_tooltip(const app::DebuggerModel& model, const TextViewState& state, const std::vector<HeadRef>& heads, int64_t a,
+                       int64_t b, const ImVec2* at) {
+    const auto pair = word_pair(model, state, heads, a, b);
+    if (!pair) return;
+    if (at) ImGui::SetNextWindowPos(*at);
+    ImGui::BeginTooltip();
+    ImGui::Text("query \"%s\"%s  →  key \"%s\"%s", pair->query_text.c_str(),
+                pair->query_pos.empty() ? "" : cat(" [", pair->query_pos, "]").c_str(), pair->key_text.c_str(),
+                pair->key_pos.empty() ? "" : cat(" [", pair->key_pos, "]").c_str());
+    ImGui::Text("raw probability mass %.4f  (%s)", pair->mass,
+                pair->heads == 1 ? "the shown head" : cat("mean over ", pair->heads, " heads").c_str());
+    const ImVec4 colour = pair->status == "linked" ? ImVec4(0.45f, 0.95f, 0.55f, 1) : ImVec4(0.75f, 0.75f, 0.75f, 1);
+    ImGui::PushTextWrapPos(ImGui::GetFontSize() * 32);
+    ImGui::TextColored(colour, "%s", pair->relation.c_str());
+    ImGui::PopTextWrapPos();
+    ImGui::EndTooltip();
+}
+
 void layout(const app::DebuggerModel& model, TextViewState& state, const std::vector<Segment>& segments, float width) {
     const auto start = std::chrono::steady_clock::now();
     state.pieces.clear();
@@ -264,12 +297,18 @@ void layout(const app::DebuggerModel& model, TextViewState& state, const std::ve
     std::string cur;
     float cur_w = 0;
     int64_t cur_seg = 0;
+    uint32_t cur_begin = 0, cur_end = 0;
     auto flush = [&] {
         if (cur.empty()) return;
-        place({cur_seg, 0, cur_w, std::move(cur), 0});
+        place({cur_seg, 0, cur_w, std::move(cur), cur_begin, cur_end, 0});
         cur.clear();
         cur_w = 0;
     };
+    // Personal data: one "●●●● [TYPE]" piece where a span starts; its characters are not drawn.
+    static const std::vector<PiiSpan> no_spans;
+    const std::vector<PiiSpan>& masked = model.mask_pii ? model.pii_spans() : no_spans;
+    state.laid_masked = model.mask_pii;
+    size_t mi = 0;
     size_t ci = 0;
     for (size_t si = 0; si < segments.size(); ++si) {
         const Segment& s = segments[si];
@@ -277,7 +316,7 @@ void layout(const app::DebuggerModel& model, TextViewState& state, const std::ve
         if (s.kind == SegmentKind::Special || s.byte_count() == 0) {
             flush();
             std::string label = s.token_count() > 0 ? model.token_display(s.first, 24) : std::string("\xE2\x88\x85");
-            place({seg, 0, ImGui::CalcTextSize(label.c_str()).x + pad, std::move(label), 1});
+            place({seg, 0, ImGui::CalcTextSize(label.c_str()).x + pad, std::move(label), s.begin, s.end, 1});
             while (ci < chars.size() && chars[ci].offset < s.end) ++ci;
             continue;
         }
@@ -286,6 +325,16 @@ void layout(const app::DebuggerModel& model, TextViewState& state, const std::ve
         while (ci < chars.size() && chars[ci].offset < s.end) {
             const Char c = chars[ci++];
             any = true;
+            while (mi < masked.size() && masked[mi].end <= c.offset) ++mi;
+            if (mi < masked.size() && masked[mi].begin <= c.offset) {
+                if (c.offset == masked[mi].begin || (ci >= 2 && chars[ci - 2].offset < masked[mi].begin)) {
+                    flush();
+                    std::string label = cat(kPiiMaskGlyph, " [", pii_type_label(masked[mi].type), "]");
+                    place({seg, 0, ImGui::CalcTextSize(label.c_str()).x + pad, std::move(label), static_cast<uint32_t>(masked[mi].begin),
+                           static_cast<uint32_t>(masked[mi].end), 3});
+                }
+                continue;
+            }
             if (c.cp == '\n') {
                 flush();
                 if (state.segment_line[si] < 0) state.segment_line[si] = static_cast<int32_t>(state.lines.size());
@@ -299,12 +348,14 @@ void layout(const app::DebuggerModel& model, TextViewState& state, const std::ve
                 char label[16];
                 if (c.cp < 0) std::snprintf(label, sizeof label, "\\x%02X", static_cast<unsigned char>(text[c.offset]));
                 else std::snprintf(label, sizeof label, "U+%X", static_cast<unsigned>(c.cp));
-                place({seg, 0, ImGui::CalcTextSize(label).x + pad, label, 2});
+                place({seg, 0, ImGui::CalcTextSize(label).x + pad, label, c.offset, c.offset + c.length, 2});
                 continue;
             }
             const int32_t cp = c.cp == '\t' ? ' ' : c.cp;
             const float w = font->GetCharAdvance(static_cast<ImWchar>(cp)) * scale * (c.cp == '\t' ? 4.f : 1.f);
             if (!cur.empty() && cur_w + w > width) flush();  // a run longer than the line: break it
+            if (cur.empty()) cur_begin = c.offset;
+            cur_end = c.offset + c.length;
             if (c.cp == '\t') cur += "    ";
             else append_utf8(cur, cp);
             cur_w += w;
@@ -313,7 +364,7 @@ void layout(const app::DebuggerModel& model, TextViewState& state, const std::ve
         flush();
         if (!any) {
             // Only continuation bytes of a character that started in an earlier token.
-            place({seg, 0, ImGui::CalcTextSize("+").x + pad, "+", 1});
+            place({seg, 0, ImGui::CalcTextSize("+").x + pad, "+", s.begin, s.end, 1});
         }
     }
     flush();
@@ -489,10 +540,8 @@ SegmentsResult compute_segments(std::shared_ptr<const Session> snapshot, Granula
     return result;
 }
 
-std::string segment_text(const Session& session, const Segment& segment, size_t max_bytes) {
-    const size_t begin = std::min<size_t>(segment.begin, session.text.size());
-    const size_t end = std::min<size_t>(segment.end, session.text.size());
-    std::string text = session.text.substr(begin, end - begin);
+std::string segment_text(const app::DebuggerModel& model, const Segment& segment, size_t max_bytes) {
+    std::string text = model.display_range(segment.begin, segment.end);
     if (text.size() > max_bytes) {
         size_t cut = max_bytes;
         while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
@@ -530,6 +579,19 @@ void update_text_view(const app::DebuggerModel& model, TextViewState& state, con
         auto segment_job = [snapshot = session_snapshot(model.session()), level] { return compute_segments(snapshot, level); };
         if (wait) state.segments.finish(skey, segment_job);
         else state.segments.want(skey, segment_job);
+    }
+    if (level == Granularity::Word && (state.pinned >= 0 || state.mouse_segment >= 0 || state.pair_key >= 0)) {
+        // Word pairs' relations: the text parsed once per text (link-grammar serialises its parses),
+        // from the first time a word is hovered or kept.
+        const TextViewState::SyntaxKey syntax_key{model.session().capture.get(), model.session().positions(), model.session().text.size()};
+        state.syntax.poll();
+        if ((wait && state.pair_key >= 0) || state.syntax.needs(syntax_key)) {
+            auto parse_job = [snapshot = session_snapshot(model.session())] {
+                return std::make_shared<const SyntaxAnalysis>(parse_session_syntax(*snapshot));
+            };
+            if (wait && state.pair_key >= 0) state.syntax.finish(syntax_key, parse_job);
+            else state.syntax.want(syntax_key, parse_job);
+        }
     }
     if (!state.segments.ready_for(skey)) return;
     const SegmentsResult seg = state.segments.value();
@@ -588,9 +650,63 @@ void update_text_view(const app::DebuggerModel& model, TextViewState& state, con
     }
 }
 
+std::optional<WordPair> word_pair(const app::DebuggerModel& model, const TextViewState& state, const std::vector<HeadRef>& heads,
+                                  int64_t a, int64_t b) {
+    if (state.level != Granularity::Word || heads.empty() || a < 0 || b < 0 || a == b) return std::nullopt;
+    const SegmentsKey skey = segments_key(model, state.level);
+    if (!state.segments.ready_for(skey)) return std::nullopt;
+    const std::vector<Segment>& segments = *state.segments.value().segments;
+    if (a >= static_cast<int64_t>(segments.size()) || b >= static_cast<int64_t>(segments.size())) return std::nullopt;
+    // Attention is causal: the later word attends to the earlier one.
+    if (segments[static_cast<size_t>(a)].first < segments[static_cast<size_t>(b)].first) std::swap(a, b);
+    const Segment& q = segments[static_cast<size_t>(a)];
+    const Segment& k = segments[static_cast<size_t>(b)];
+    if (q.token_count() == 0 || k.token_count() == 0) return std::nullopt;
+    WordPair pair;
+    pair.query_segment = a;
+    pair.key_segment = b;
+    pair.query_text = one_line(segment_text(model, q, 40));
+    pair.key_text = one_line(segment_text(model, k, 40));
+    const int64_t captured = model.positions();
+    for (const HeadRef& h : heads)
+        pair.mass += model.source().mass(h.layer, h.head, std::min(q.first, captured), std::min(q.last, captured),
+                                         std::min(k.first, captured), std::min(k.last, captured));
+    pair.heads = heads.size();
+    pair.mass /= static_cast<double>(heads.size());
+    const TextViewState::SyntaxKey syntax_key{model.session().capture.get(), model.session().positions(), model.session().text.size()};
+    if (!state.syntax.ready_for(syntax_key) || !state.syntax.value()) {
+        pair.status = "parsing";
+        pair.relation = state.syntax.error().empty() ? "parsing the text (link-grammar)…" : state.syntax.error();
+        return pair;
+    }
+    const SyntaxAnalysis& analysis = *state.syntax.value();
+    pair.parsed = true;
+    const WordRelation r = relation_between_tokens(analysis, q.first, k.first);
+    pair.relation = r.text;
+    switch (r.status) {
+        case WordRelation::Status::Linked: pair.status = "linked"; break;
+        case WordRelation::Status::NotLinked: pair.status = "not_linked"; break;
+        case WordRelation::Status::NoParser: pair.status = "no_parser"; break;
+        case WordRelation::Status::NoWord: pair.status = "no_word"; break;
+    }
+    if (r.query_word >= 0) pair.query_pos = analysis.words[static_cast<size_t>(r.query_word)].pos;
+    if (r.key_word >= 0) pair.key_pos = analysis.words[static_cast<size_t>(r.key_word)].pos;
+    for (size_t l : r.links) pair.relations.push_back(analysis.links[l].relation);
+    return pair;
+}
+
+nlohmann::json word_pair_json(const WordPair& pair) {
+    return {{"query_segment", pair.query_segment}, {"key_segment", pair.key_segment}, {"query_text", pair.query_text},
+            {"key_text", pair.key_text}, {"mass", pair.mass}, {"heads", pair.heads}, {"status", pair.status},
+            {"relation", pair.relation}, {"relations", pair.relations}, {"query_pos", pair.query_pos}, {"key_pos", pair.key_pos}};
+}
+
 bool text_view_settled(const app::DebuggerModel& model, const TextViewState& state, const FingerprintsState& fingerprints,
                        const std::vector<HeadLabel>& labels) {
     if (!state.segments.done_for(segments_key(model, state.level))) return false;
+    if (state.level == Granularity::Word && state.pair_key >= 0 &&
+        !state.syntax.done_for({model.session().capture.get(), model.session().positions(), model.session().text.size()}))
+        return false;
     if (!state.pending_exports.empty()) return false;
     const ResolvedHeads heads = resolve_heads(state.heads, model, fingerprints, labels);
     if (heads.heads.empty()) return heads.waiting.find("computing") == std::string::npos;
@@ -624,8 +740,11 @@ void export_text_segments(const app::DebuggerModel& model, TextViewState& state,
     const std::vector<Segment>& segments = *state.segments.value().segments;
     const std::string ext = std::filesystem::path(path).extension().string();
     const std::string& text = state.segments.value().snapshot->text;
-    if (ext == ".csv") write_segments_csv(path, text, segments);
-    else if (ext == ".json") write_segments_json(path, text, segments, state.level == Granularity::Phrase ? Granularity::Word : state.level);
+    // Exports mask personal data as the view does (the segment's byte offsets stay those of the text).
+    const std::vector<PiiSpan> masked = model.mask_pii ? find_pii(text) : std::vector<PiiSpan>{};
+    if (ext == ".csv") write_segments_csv(path, text, segments, masked);
+    else if (ext == ".json")
+        write_segments_json(path, text, segments, state.level == Granularity::Phrase ? Granularity::Word : state.level, masked);
     else fail(path, ": the segment table is written as .csv or .json");
 }
 
@@ -653,6 +772,8 @@ nlohmann::json text_view_json(const app::DebuggerModel& model, const TextViewSta
     j["layout_ms"] = state.layout_ms;
     const int64_t active = active_segment(state);
     j["hovered"] = active;
+    if (state.pair_key >= 0 && state.pinned >= 0)
+        if (const auto pair = word_pair(model, state, heads.heads, state.pinned, state.pair_key)) j["pair"] = word_pair_json(*pair);
     j["hover_latency_ms"] = state.hover_latency_ms;
     if (!heads.heads.empty()) j["matrix_ready"] = state.matrix.ready_for(matrix_key(model, state, heads.heads));
     auto rect_of = [&](int64_t s) -> nlohmann::json {
@@ -661,7 +782,7 @@ nlohmann::json text_view_json(const app::DebuggerModel& model, const TextViewSta
         return {it->second[0], it->second[1], it->second[2], it->second[3]};
     };
     if (active < 0 || active >= static_cast<int64_t>(segments.size())) return j;
-    j["hovered_text"] = segment_text(*seg.snapshot, segments[static_cast<size_t>(active)]);
+    j["hovered_text"] = segment_text(model, segments[static_cast<size_t>(active)]);
     j["hovered_rect"] = rect_of(active);
     if (heads.heads.empty() || !state.hover.ready_for({matrix_key(model, state, heads.heads), active})) return j;
     const TextViewState::HoverResult& h = state.hover.value();
@@ -670,7 +791,7 @@ nlohmann::json text_view_json(const app::DebuggerModel& model, const TextViewSta
     auto list = [&](const std::vector<double>& values) {
         nlohmann::json out = nlohmann::json::array();
         for (const auto& [s, v] : top_of(values, active, 5))
-            out.push_back({{"segment", s}, {"value", v}, {"text", segment_text(*seg.snapshot, segments[static_cast<size_t>(s)])},
+            out.push_back({{"segment", s}, {"value", v}, {"text", segment_text(model, segments[static_cast<size_t>(s)])},
                            {"rect", rect_of(s)}});
         return out;
     };
@@ -805,11 +926,27 @@ void draw_text_view_panel(app::DebuggerModel& model, TextViewState& state, const
         ImGui::TextDisabled("%s", status.c_str());
     }
 
+    if (!model.entity_marks.empty()) {
+        // Legend of the ontology types matched in the text.
+        std::vector<std::pair<int, std::string>> types;
+        for (const auto& m : model.entity_marks)
+            if (std::none_of(types.begin(), types.end(), [&](const auto& t) { return t.first == m.type; })) types.push_back({m.type, m.label});
+        ImGui::TextDisabled("ontology:");
+        for (const auto& [type, name] : types) {
+            ImGui::SameLine();
+            ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(entity_colour(type)), "_%s_", name.c_str());
+        }
+    }
+    if (!model.alerts.spans.empty()) {
+        ImGui::SameLine();
+        ImGui::TextColored(ImVec4(1, 0.3f, 0.3f, 1), "   red: a rule's offending span");
+    }
+
     // ---- the text ----
     ImGui::BeginChild("##textview", ImVec2(0, 0), true);
     const float width = ImGui::GetContentRegionAvail().x - ImGui::GetStyle().ScrollbarSize;
     if (std::abs(width - state.laid_width) > 0.5f || state.laid_font != ImGui::GetFontSize() ||
-        state.laid_version != state.segments.version())
+        state.laid_version != state.segments.version() || state.laid_masked != model.mask_pii)
         layout(model, state, segments, width);
     const float line_h = ImGui::GetTextLineHeightWithSpacing();
     if (state.scroll_to_pinned && state.pinned >= 0 && static_cast<size_t>(state.pinned) < state.segment_line.size()) {
@@ -859,13 +996,33 @@ void draw_text_view_panel(app::DebuggerModel& model, TextViewState& state, const
                     dl->AddLine(ImVec2(a.x, a.y + 0.5f), ImVec2(b.x, a.y + 0.5f), IM_COL32(255, 255, 255, 230), 1.5f);
                     dl->AddLine(ImVec2(a.x, b.y - 1.5f), ImVec2(b.x, b.y - 1.5f), IM_COL32(255, 255, 255, 230), 1.5f);
                 }
+                // A rule's offending span: red behind the text, pulsing after a new violation, then steady.
+                for (const auto& [vb, ve] : model.alerts.spans)
+                    if (vb < piece.end && piece.begin < ve) {
+                        dl->AddRectFilled(a, ImVec2(b.x, b.y - 1), IM_COL32(230, 25, 25, static_cast<int>(150 + 100 * model.alerts.pulse)));
+                        break;
+                    }
                 const Segment& segment = segments[static_cast<size_t>(s)];
                 const bool generated = segment.token_count() > 0 && segment.first >= model.session().prompt_tokens;
                 if (piece.kind == 0) {
                     dl->AddText(a, generated ? generated_col : text_col, piece.text.c_str());
+                } else if (piece.kind == 3) {
+                    dl->AddRectFilled(ImVec2(a.x + 1, a.y + 1), ImVec2(b.x - 2, b.y - 2), IM_COL32(70, 70, 80, 200), 3);
+                    dl->AddText(ImVec2(a.x + 3, a.y), IM_COL32(230, 230, 240, 255), piece.text.c_str());
                 } else {
                     dl->AddRect(ImVec2(a.x + 1, a.y + 1), ImVec2(b.x - 2, b.y - 2), piece.kind == 1 ? dim : IM_COL32(200, 160, 255, 220), 3);
                     dl->AddText(ImVec2(a.x + 3, a.y), piece.kind == 1 ? dim : IM_COL32(200, 160, 255, 255), piece.text.c_str());
+                }
+                // Ontology matches: underlined in their type's colour, the type named where the match starts.
+                for (const app::DebuggerModel::EntityMark& m : model.entity_marks) {
+                    if (!(m.begin < piece.end && piece.begin < m.end)) continue;
+                    const ImU32 col = entity_colour(m.type);
+                    dl->AddLine(ImVec2(a.x, b.y - 2.5f), ImVec2(b.x, b.y - 2.5f), col, 2.5f);
+                    if (piece.begin <= m.begin && m.begin < piece.end)
+                        dl->AddText(ImGui::GetFont(), ImGui::GetFontSize() * 0.62f, ImVec2(a.x, a.y - ImGui::GetFontSize() * 0.3f), col,
+                                    m.label.c_str());
+                    // A span of an anomalous pair: an orange frame (the tooltip and the Rules panel say why).
+                    if (!m.anomaly.empty()) dl->AddRect(a, ImVec2(b.x, b.y - 1), IM_COL32(255, 150, 30, 230), 2.f, 0, 1.5f);
                 }
                 // The segment's extent on the first line it is drawn on.
                 if (auto it = state.drawn.find(s); it == state.drawn.end())
@@ -888,17 +1045,40 @@ void draw_text_view_panel(app::DebuggerModel& model, TextViewState& state, const
                     static_cast<long long>(under_mouse), segment_kind_name(s.kind), s.begin, s.end, static_cast<long long>(s.first),
                     static_cast<long long>(s.last));
         ImGui::PushTextWrapPos(ImGui::GetFontSize() * 30);
-        ImGui::TextUnformatted(one_line(segment_text(model.session(), s, 300)).c_str());
+        ImGui::TextUnformatted(one_line(segment_text(model, s, 300)).c_str());
         ImGui::PopTextWrapPos();
+        for (const app::DebuggerModel::EntityMark& m : model.entity_marks)
+            if (m.begin < s.end && s.begin < m.end) {
+                ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(entity_colour(m.type)), "ontology: %s", m.label.c_str());
+                if (!m.anomaly.empty()) ImGui::TextColored(ImVec4(1, 0.6f, 0.15f, 1), "anomaly: %s", m.anomaly.c_str());
+            }
+        for (const auto& [vb, ve] : model.alerts.spans)
+            if (vb < s.end && s.begin < ve) {
+                ImGui::TextColored(ImVec4(1, 0.3f, 0.3f, 1), "a rule is violated here (see Violations)");
+                break;
+            }
         if (have_hover && active == under_mouse) {
             const auto tops = top_of(state.hover.value().to, active, 3);
-            for (const auto& [t, v] : tops)
+            for (const auto& [t, v] : tops) {
                 ImGui::TextColored(ImVec4(1, 0.65f, 0.2f, 1), "→ %.1f%%  %s", v * 100,
-                                   one_line(segment_text(model.session(), segments[static_cast<size_t>(t)], 48)).c_str());
+                                   one_line(segment_text(model, segments[static_cast<size_t>(t)], 48)).c_str());
+                // Word level: the syntactic relation to each word it attends to strongly.
+                if (const auto pair = word_pair(model, state, heads.heads, under_mouse, t); pair && pair->parsed)
+                    ImGui::TextDisabled("     %s", pair->relation.c_str());
+            }
         }
         ImGui::TextDisabled("click: keep this segment (click again: release)");
         ImGui::EndTooltip();
+        // Word level with a word kept: this word and the kept one as a (query, key) pair.
+        if (state.pinned >= 0 && under_mouse != state.pinned) draw_pair_tooltip(model, state, heads.heads, state.pinned, under_mouse, nullptr);
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) state.pinned = state.pinned == under_mouse ? -1 : under_mouse;
+    }
+    // A script's pair: the box next to the key word (scripts park the mouse away from the text).
+    if (under_mouse < 0 && state.pair_key >= 0 && state.pinned >= 0) {
+        const auto it = state.drawn.find(state.pair_key);
+        const ImVec2 at = it == state.drawn.end() ? ImGui::GetWindowPos()
+                                                   : ImVec2(it->second[0] / fb_x, it->second[3] / fb_y + line_h * 0.3f);
+        draw_pair_tooltip(model, state, heads.heads, state.pinned, state.pair_key, &at);
     }
     ImGui::EndChild();
 }

@@ -35,6 +35,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/syntax.h"
 #include "engine/text_segments.h"
 #include "ui/app/debugger_model.h"
 #include "ui/panels/async_value.h"
@@ -133,7 +134,9 @@ struct TextViewState {
         int64_t segment = 0;
         float x = 0, width = 0;
         std::string text;
-        uint8_t kind = 0;  // 0 text, 1 marker (special / partial token), 2 box (no glyph, invalid byte)
+        uint32_t begin = 0, end = 0;  // the text's bytes the piece stands for (ontology and violation marks)
+        uint8_t kind = 0;  // 0 text, 1 marker (special / partial token), 2 box (no glyph, invalid byte),
+                           // 3 masked personal data ("●●●● [TYPE]")
     };
     struct Line {
         size_t first = 0, count = 0;
@@ -142,6 +145,7 @@ struct TextViewState {
     std::vector<Line> lines;
     std::vector<int32_t> segment_line;  // first line of each segment
     float laid_width = -1, laid_font = -1;
+    bool laid_masked = false;  // the layout drew personal data masked
     unsigned long long laid_version = ~0ull;
     // Where segments were drawn this frame (framebuffer pixels): the first visible piece of each.
     std::unordered_map<int64_t, std::array<float, 4>> drawn;
@@ -152,6 +156,17 @@ struct TextViewState {
     std::string export_note;
     std::vector<std::string> pending_exports;  // matrix exports waiting for the matrix
     std::optional<std::string> png_request;    // the window takes it (screenshot of the view)
+
+    // Issue 7, word pairs: the link-grammar parse (on a worker, at word level) for the relation between
+    // a query word and a key word, and the key word a script put next to the pinned query word.
+    struct SyntaxKey {
+        const CaptureStore* store = nullptr;
+        int64_t tokens = -1;
+        size_t text_bytes = 0;
+        bool operator==(const SyntaxKey&) const = default;
+    };
+    AsyncValue<SyntaxKey, std::shared_ptr<const SyntaxAnalysis>> syntax;
+    int64_t pair_key = -1;  // `text_pair Q K`: word K considered as the key of the pinned word (-1: none)
 
     // Hover timing.
     HoverKey timing_key;
@@ -175,8 +190,27 @@ void export_text_segments(const app::DebuggerModel& model, TextViewState& state,
 nlohmann::json text_view_json(const app::DebuggerModel& model, const TextViewState& state, const FingerprintsState& fingerprints,
                               const std::vector<HeadLabel>& labels);
 
-// The text of a segment for tooltips and state lines (at most max_bytes, cut at a character).
-std::string segment_text(const Session& session, const Segment& segment, size_t max_bytes = 80);
+// Two words of the word level, the later one the query: the raw probability mass between them (mean
+// over the view's heads of Σ_{q ∈ query tokens} Σ_{k ∈ key tokens} P, exact) and, for English, the
+// link-grammar relation and both words' parts of speech (relation_between_tokens), or why there is none.
+struct WordPair {
+    int64_t query_segment = -1, key_segment = -1;
+    std::string query_text, key_text;  // as displayed (personal data masked)
+    double mass = 0;                   // mean over the heads
+    size_t heads = 0;
+    bool parsed = false;               // the syntax analysis was there
+    std::string relation;              // the tooltip line: "subject–verb (Ss): cat [noun] – sat [verb]", "not linked", "no parser …"
+    std::string status;                // "linked", "not_linked", "no_parser", "no_word", "parsing"
+    std::string query_pos, key_pos;    // parts of speech ("" when unknown)
+    std::vector<std::string> relations;  // each link's readable relation
+};
+std::optional<WordPair> word_pair(const app::DebuggerModel& model, const TextViewState& state, const std::vector<HeadRef>& heads,
+                                  int64_t a, int64_t b);
+nlohmann::json word_pair_json(const WordPair& pair);
+
+// The text of a segment for tooltips and state lines (at most max_bytes, cut at a character), as
+// displayed: personal data masked when the model's masking is on (DebuggerModel::display_range).
+std::string segment_text(const app::DebuggerModel& model, const Segment& segment, size_t max_bytes = 80);
 // The same on one line for ImGui labels and tooltips: line breaks and tabs as spaces, leading
 // whitespace dropped, characters the 16-bit ImGui cannot draw (above U+FFFF) as "U+XXXXX".
 std::string one_line(const std::string& text);

@@ -84,10 +84,16 @@ void draw_timeline_panel(app::DebuggerModel& model, TimelineState& state, const 
         x += w + 2;
         ImGui::PushID(static_cast<int>(t));
         const bool current = t == shown;
+        const bool violated = model.alerts.step(t);  // a rule failed at this step: red (pulsing when new)
         if (current) ImGui::PushStyleColor(ImGuiCol_Button, ImVec4(0.85f, 0.6f, 0.15f, 1));
+        else if (violated) ImGui::PushStyleColor(ImGuiCol_Button, ImVec4(0.35f + 0.6f * model.alerts.pulse, 0.08f, 0.08f, 1));
         if (ImGui::SmallButton(text.c_str())) model.show_step(t);
-        if (current) {
+        if (current && violated)
+            ImGui::GetWindowDrawList()->AddRect(ImGui::GetItemRectMin(), ImGui::GetItemRectMax(), IM_COL32(255, 40, 40, 255), 0, 0, 2);
+        if (current || violated) {
             ImGui::PopStyleColor();
+        }
+        if (current) {
             if (state.playing || follow) ImGui::SetScrollHereY(0.5f);
         }
         ImGui::PopID();

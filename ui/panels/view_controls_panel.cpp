@@ -9,6 +9,12 @@ namespace attn::panels {
 void draw_view_controls_panel(app::DebuggerModel& model, ViewControlsState& state, const render::ColorRange& current_range) {
     render::RenderSettings& s = model.settings;
 
+    // Issue 7: personal data drawn as ●●●● [TYPE] in every view and export (on by default).
+    ImGui::Checkbox("Mask personal data", &model.mask_pii);
+    if (ImGui::IsItemHovered())
+        ImGui::SetTooltip("ID, phone and card numbers, e-mail and IP addresses shown as ●●●● [TYPE] in every view and export\n"
+                          "(%zu found in this session); the model still reads the original text", model.pii_spans().size());
+
     ImGui::TextUnformatted("cell value");
     ImGui::SameLine();
     if (ImGui::RadioButton("max", s.plane == render::Plane::Max)) s.plane = render::Plane::Max;

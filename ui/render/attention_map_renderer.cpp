@@ -48,6 +48,11 @@ AttentionMapRenderer::AttentionMapRenderer(VulkanContext& context, TileCache& ca
 AttentionMapRenderer::~AttentionMapRenderer() {
     VkDevice device = context_.device();
     vkDeviceWaitIdle(device);
+    if (pending_fence_) {  // done after the wait: release what it used (the cache outlives us)
+        vkDestroyFence(device, pending_fence_, nullptr);
+        vkFreeCommandBuffers(device, context_.command_pool(), 1, &pending_cmd_);
+        cache_.frame_complete();
+    }
     vkDestroyPipeline(device, draw_pipeline_, nullptr);
     vkDestroyPipeline(device, colorize_pipeline_, nullptr);
     vkDestroyPipelineLayout(device, draw_layout_, nullptr);
@@ -289,8 +294,21 @@ ColorRange AttentionMapRenderer::choose_range(const RenderSettings& settings, co
     return range;
 }
 
+void AttentionMapRenderer::finish_pending() {
+    if (!pending_fence_) return;
+    VkDevice device = context_.device();
+    const VkResult waited = vkWaitForFences(device, 1, &pending_fence_, VK_TRUE, UINT64_MAX);
+    vkDestroyFence(device, pending_fence_, nullptr);
+    vkFreeCommandBuffers(device, context_.command_pool(), 1, &pending_cmd_);
+    pending_fence_ = VK_NULL_HANDLE;
+    pending_cmd_ = VK_NULL_HANDLE;
+    ATTN_VK(waited);
+    cache_.frame_complete();
+}
+
 FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const RenderSettings& settings) {
     const auto start = std::chrono::steady_clock::now();
+    finish_pending();
     ViewTransform view = view_in;
     view.width = static_cast<int>(width());
     view.height = static_cast<int>(height());
@@ -611,6 +629,12 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
         submit.commandBufferCount = 1;
         submit.pCommandBuffers = &cmd;
         const VkResult submitted = vkQueueSubmit(context_.queue(), 1, &submit, fence);
+        if (submitted == VK_SUCCESS && asynchronous_) {
+            pending_fence_ = fence;
+            pending_cmd_ = cmd;
+            stats.cpu_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+            return stats;
+        }
         const VkResult waited = submitted == VK_SUCCESS ? vkWaitForFences(context_.device(), 1, &fence, VK_TRUE, UINT64_MAX) : submitted;
         vkDestroyFence(context_.device(), fence, nullptr);
         ATTN_VK(submitted);
@@ -624,6 +648,7 @@ FrameStats AttentionMapRenderer::render(const ViewTransform& view_in, const Rend
 
 std::vector<uint8_t> AttentionMapRenderer::read_pixels() {
     if (!have_image_) fail("no frame has been rendered yet");
+    finish_pending();
     context_.submit_and_wait([&](VkCommandBuffer cmd) {
         VkBufferImageCopy copy{};
         copy.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};

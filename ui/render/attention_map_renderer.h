@@ -77,6 +77,12 @@ public:
     void set_positions(int64_t positions);
 
     FrameStats render(const ViewTransform& view, const RenderSettings& settings);
+    // Asynchronous: render() submits and returns; the GPU work is waited for at the start of the next
+    // render() (or read_pixels()), when its command buffer, instance data and staging space are
+    // reused. Later work on the same queue (the window's blit of target()) is ordered after it by
+    // the render pass's dependencies. Off by default: the headless runner and `bench render` time
+    // render() as a whole frame, GPU included.
+    void set_asynchronous(bool asynchronous) { asynchronous_ = asynchronous; }
     // RGBA8 pixels of the last rendered frame, row-major from the top.
     std::vector<uint8_t> read_pixels();
     void write_png(const std::string& path);
@@ -141,6 +147,11 @@ private:
     GpuBuffer instance_buffer_;
     GpuBuffer readback_;
     static constexpr uint32_t kMaxInstances = 16384;
+
+    void finish_pending();  // waits for the last asynchronous submission and releases what it used
+    bool asynchronous_ = false;
+    VkFence pending_fence_ = VK_NULL_HANDLE;
+    VkCommandBuffer pending_cmd_ = VK_NULL_HANDLE;
 
     uint64_t frame_ = 0;
     ColorRange range_;

@@ -49,7 +49,15 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
         {"phrase", {1, 2}},   {"graph", {1, 1}},      {"graph_select", {1, 1}}, {"compare", {4, 16}},
         {"compare_diff", {2, 2}}, {"compare_session", {1, 64}}, {"label", {3, 64}}, {"unlabel", {2, 64}},
         {"save_session", {1, 64}}, {"heads_sort", {1, 2}}, {"heads_filter", {1, 64}}, {"clusters", {1, 4}},
-        {"export", {1, 64}},  {"export_segments", {1, 64}}};
+        {"export", {1, 64}},  {"export_segments", {1, 64}},
+        // Issue 7 (the windowed runner):
+        //   pii on|off                   mask personal data in every display and export (on by default)
+        //   rules PATH | ontology PATH   load a rules file / an ontology, as the Rules panel does
+        //   violation N                  as a click on violation N: its step and worst head in the map
+        //   text_pair Q K                word level: word Q kept, word K considered as the pair's other word
+        //                                (raw mass, link-grammar relation, parts of speech in the state and a box)
+        {"text_pair", {2, 2}},
+        {"pii", {1, 1}},      {"rules", {1, 64}},     {"ontology", {1, 64}}, {"violation", {1, 1}}};
     return table;
 }
 
