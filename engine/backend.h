@@ -33,8 +33,9 @@ public:
 
     // Runs tokens at positions [cached(), cached() + ids.size()) and appends them to the KV cache.
     // Writes the logits of the last position into `last_logits` (size vocab). With `capture`, records
-    // post-RoPE Q, K, the row LSEs and the pooled overview of these positions; capture never changes
-    // what is computed.
+    // post-RoPE Q, K, the row LSEs and the pooled overview of these positions, and (cpu only; the cuda
+    // backend does not copy them back yet) each position's hidden state after the output norm;
+    // capture never changes what is computed.
     virtual void forward(std::span<const int32_t> ids, std::span<float> last_logits, CaptureStore* capture,
                          const ProgressFn& progress = {}) = 0;
     virtual int64_t cached() const = 0;

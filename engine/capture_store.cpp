@@ -116,6 +116,12 @@ void CaptureStore::truncate(int64_t positions) {
         }
         chunks.allocated = std::min(chunks.allocated, keep);
     }
+    if (hidden_positions() > positions) {
+        hidden_positions_.store(positions, std::memory_order_release);
+        const int64_t keep = (positions + kChunkPositions - 1) / kChunkPositions;
+        for (int64_t c = keep; c < hidden_allocated_; ++c) hidden_[c].reset();
+        hidden_allocated_ = std::min(hidden_allocated_, keep);
+    }
     positions_.store(positions, std::memory_order_release);
     // Overview blocks that include dropped rows can't be un-summed: clear them entirely and let
     // the owner re-accumulate the surviving rows (rebuild_overview) if it needs them.
@@ -146,6 +152,15 @@ int64_t CaptureStore::copy_prefix_from(const CaptureStore& source, int64_t posit
             source.copy_lse(layer, p0, n, lse.data());
             record_layer(layer, p0, n, q.data(), k.data(), lse.data());
         }
+    const int64_t hidden = std::min(positions, source.hidden_positions());
+    if (hidden > 0) {
+        std::vector<float> rows(size_t(source.hidden_width()) * kChunkPositions);
+        for (int64_t p0 = 0; p0 < hidden; p0 += kChunkPositions) {
+            const int64_t n = std::min<int64_t>(kChunkPositions, hidden - p0);
+            source.copy_hidden(p0, n, rows.data());
+            record_hidden(p0, n, source.hidden_width(), rows.data());
+        }
+    }
     const int64_t whole_blocks = positions / kOverviewBlock;
     if (whole_blocks > 0 && source.overview_blocks() >= whole_blocks) {
         std::shared_lock source_lock(source.overview_mutex_);
@@ -161,6 +176,37 @@ int64_t CaptureStore::copy_prefix_from(const CaptureStore& source, int64_t posit
         return whole_blocks * kOverviewBlock;
     }
     return 0;
+}
+
+void CaptureStore::record_hidden(int64_t pos0, int64_t n, int width, const float* hidden) {
+    if (width <= 0) fail("capture: hidden states of width ", width);
+    const int known = hidden_width();
+    if (known != 0 && known != width)
+        fail("capture: hidden states of width ", width, ", the store holds width ", known);
+    if (pos0 != hidden_positions())
+        fail("capture: hidden states expected from position ", hidden_positions(), ", got ", pos0);
+    if (n < 0 || pos0 + n > positions())
+        fail("capture: hidden states up to position ", pos0 + n, " but only ", positions(), " positions are captured");
+    if (!hidden_) hidden_ = std::make_unique<std::unique_ptr<float[]>[]>(kMaxChunks);
+    int64_t done = 0;
+    while (done < n) {
+        const int64_t pos = pos0 + done;
+        const int64_t chunk = pos / kChunkPositions, offset = pos % kChunkPositions;
+        if (chunk == hidden_allocated_) {
+            hidden_[chunk].reset(new float[kChunkPositions * int64_t(width)]);
+            ++hidden_allocated_;
+        }
+        const int64_t take = std::min(n - done, kChunkPositions - offset);
+        std::memcpy(hidden_[chunk].get() + offset * width, hidden + done * width, take * width * sizeof(float));
+        done += take;
+    }
+    hidden_width_.store(width, std::memory_order_release);
+    // Release: a reader that sees the new count sees the chunk table and the values below it.
+    hidden_positions_.store(pos0 + n, std::memory_order_release);
+}
+
+const float* CaptureStore::hidden(int64_t pos) const {
+    return hidden_[pos / kChunkPositions].get() + (pos % kChunkPositions) * int64_t(hidden_width());
 }
 
 const float* CaptureStore::q(int layer, int64_t pos) const {
@@ -236,6 +282,12 @@ void CaptureStore::copy_lse(int layer, int64_t pos0, int64_t n, float* out) cons
     });
 }
 
+void CaptureStore::copy_hidden(int64_t pos0, int64_t n, float* out) const {
+    if (pos0 < 0 || n < 0 || pos0 + n > hidden_positions())
+        fail("capture: hidden states [", pos0, ", ", pos0 + n, ") requested, ", hidden_positions(), " recorded");
+    copy_rows(pos0, n, hidden_width(), out, [&](int64_t p) { return hidden(p); });
+}
+
 std::span<const float> CaptureStore::overview_sums(int layer, int head) const {
     return overview_[static_cast<size_t>(layer) * shape_.n_head + head].sum;
 }
@@ -281,6 +333,7 @@ uint64_t CaptureStore::bytes_held() const {
                                 shape_.n_head) * sizeof(float);
     uint64_t total = 0;
     for (const LayerChunks& chunks : layers_) total += chunks.allocated * per_chunk;
+    total += uint64_t(hidden_allocated_) * kChunkPositions * uint64_t(hidden_width()) * sizeof(float);
     std::shared_lock lock(overview_mutex_);
     for (const Overview& ov : overview_) total += (ov.sum.capacity() + ov.max.capacity()) * sizeof(float);
     return total;

@@ -15,6 +15,13 @@
 // read and written through relaxed atomics, so a reader may see the last block mid-update (the
 // tile cache refreshes tiles of rows that changed). truncate(), clear_overview() and
 // restore_overview() are for a writer with no concurrent readers.
+//
+// Hidden states (optional; paragraph topics, engine/paragraph_topics.h): per position, the model's
+// last hidden state after the output norm — the vector the unembedding multiplies, d_model floats,
+// kept in fp32 like the rest (2,304 bytes per position for SmolLM2-135M against 93,240 for its Q, K
+// and LSE: 2.5% more). Backends that record them (cpu) append them after the position's layers, so
+// hidden_positions() may lag positions() while a forward pass runs; a store from a backend that does
+// not (cuda) or from an older session file has none (hidden_width() == 0).
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -68,11 +75,21 @@ public:
     void truncate(int64_t positions);
     // Forgets the overview (all layers and heads) so it can be re-accumulated row by row.
     void clear_overview();
-    // For an empty store of the same shape: Q, K and LSE of `source`'s first `positions` positions,
+    // For an empty store of the same shape: Q, K, LSE (and hidden states, where it has them) of
+    // `source`'s first `positions` positions,
     // and the overview of its whole 128-row blocks below that; the rows of the last partial block
     // are left for the caller to accumulate (accumulate_overview_rows in tile_source.h).
     // Returns the first query row whose overview is missing.
     int64_t copy_prefix_from(const CaptureStore& source, int64_t positions);
+
+    // Hidden states of positions [pos0, pos0 + n), each `width` floats; pos0 must equal
+    // hidden_positions() and pos0 + n may not exceed positions(). The width is fixed by the first
+    // record (the store is otherwise model-agnostic).
+    void record_hidden(int64_t pos0, int64_t n, int width, const float* hidden);
+    int hidden_width() const { return hidden_width_.load(std::memory_order_acquire); }  // 0: none recorded
+    int64_t hidden_positions() const { return hidden_positions_.load(std::memory_order_acquire); }
+    const float* hidden(int64_t pos) const;  // [hidden_width()], pos < hidden_positions()
+    void copy_hidden(int64_t pos0, int64_t n, float* out) const;
 
     // Reader side.
     const float* q(int layer, int64_t pos) const;  // [n_head, head_dim]
@@ -139,6 +156,10 @@ private:
     CaptureShape shape_;
     std::vector<LayerChunks> layers_;
     std::vector<Overview> overview_;  // [layer * n_head + head]
+    std::unique_ptr<std::unique_ptr<float[]>[]> hidden_;  // chunk table (kMaxChunks), made by the first record
+    int64_t hidden_allocated_ = 0;                        // chunks
+    std::atomic<int> hidden_width_ = 0;
+    std::atomic<int64_t> hidden_positions_ = 0;
     std::atomic<int64_t> positions_ = 0;
     std::atomic<uint64_t> overview_rows_ = 0;
     mutable std::shared_mutex overview_mutex_;  // held exclusively only while an overview grows

@@ -273,6 +273,12 @@ void CpuBackend::forward_chunk(std::span<const int32_t> ids, std::span<float> la
         ops::add_inplace(x.data(), proj.data(), T * d);
     }
     cached_ += T;
+    // The hidden states after the output norm, for every position (the logits below use the last
+    // one, normed by the same code from the same x): `h` is free again once the layers are done.
+    if (capture) {
+        norm_rows(w.output_norm, w.output_norm_bias, h.data());
+        capture->record_hidden(pos0, T, static_cast<int>(d), h.data());
+    }
 
     if (!want_logits) return;
     std::vector<float> last(d);

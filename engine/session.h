@@ -99,6 +99,7 @@ struct Session {
     BeamTree beam_tree;                // the search, when decoded with beams
     double prefill_ms = 0;             // the prompt's forward pass
     bool recovered_incomplete = false;  // loaded from a file that was cut short
+    std::string recovery_problem;       // then: why reading stopped ("hidden-state chunk cut short")
     // The capture's provenance record as JSON text (engine/provenance.h), "" when none (sessions
     // from files older than it, hand-made sessions). Session files keep it in the footer.
     std::string provenance;

@@ -51,7 +51,12 @@ using json = nlohmann::json;
 //         per layer Q [n, n_head, head_dim], K [n, n_kv_head, head_dim], LSE [n, n_head]
 //   STEP  u64 json size, JSON (steps and tokens added since the previous one), step text bytes
 //   OVRV  u32 layer, u32 head, u64 cells, u32 float encoding, u32 reserved, sums then maxes
-//   FOOT  u64 json size, JSON totals (and the keyframes, user head labels and the capture's provenance
+//   HIDN  (format 2) u64 first position, u64 positions, u32 width, u32 float encoding, floats:
+//         each position's hidden state after the output norm [n, width] (CaptureStore::hidden).
+//         Optional: only captures that recorded them have it (cpu backend, format 2 on). Written
+//         after the CAPT chunks of the same positions, so it never runs ahead of them.
+//   FOOT  u64 json size, JSON totals (positions, steps, tokens, overview chunks, hidden_positions
+//         (format 2), and the keyframes, user head labels and the capture's provenance
 //         record (engine/provenance.h), all optional: files from before them lack them); present
 //         only when the file is complete
 // Float arrays are stored "byte-shuffled": all least significant bytes of their little-endian
@@ -59,7 +64,10 @@ using json = nlohmann::json;
 // compresses far better than interleaved floats (bf16-origin values even leave whole planes zero).
 
 constexpr char kFileMagic[8] = {'A', 'T', 'T', 'N', 'S', 'C', 'P', '\0'};
-constexpr uint32_t kFormatVersion = 1;
+// Format 2 added HIDN chunks (a format-1 reader would stop at the first one and call the file
+// incomplete, so such files say 2 and older readers refuse them cleanly). Format 1 files still load.
+constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kOldestFormatVersion = 1;
 constexpr uint32_t kKnownFlags = 0;
 constexpr size_t kFileHeaderBytes = 16;
 constexpr size_t kChunkHeaderBytes = 32;
@@ -73,6 +81,20 @@ constexpr uint32_t kCaptureChunk = four_cc("CAPT");
 constexpr uint32_t kStepsChunk = four_cc("STEP");
 constexpr uint32_t kOverviewChunk = four_cc("OVRV");
 constexpr uint32_t kFooterChunk = four_cc("FOOT");
+constexpr uint32_t kHiddenChunk = four_cc("HIDN");
+
+// For messages: which section of the file a damaged chunk belongs to.
+std::string chunk_type_name(uint32_t type) {
+    switch (type) {
+        case kMetaChunk: return "metadata";
+        case kCaptureChunk: return "capture (Q/K/LSE)";
+        case kStepsChunk: return "steps";
+        case kOverviewChunk: return "overview";
+        case kFooterChunk: return "footer";
+        case kHiddenChunk: return "hidden-state";
+    }
+    return "unknown";
+}
 
 constexpr uint32_t kByteShuffledFloat32 = 1;
 // Readers refuse larger chunks before allocating anything; writers keep well below.
@@ -93,6 +115,7 @@ constexpr int kCompressionLevel = 1;
 constexpr int kMaxLayers = 4096;
 constexpr int kMaxHeads = 4096;
 constexpr int kMaxHeadDim = 4096;
+constexpr int kMaxHiddenWidth = 1 << 16;
 
 // Thrown while reading a chunk that is cut short, fails its checksum or does not make sense;
 // load_session turns it into an attn::Error (metadata) or stops recovery there (later chunks).
@@ -590,6 +613,19 @@ std::string capture_payload(const CaptureStore& store, int64_t first, int64_t co
     return payload;
 }
 
+std::string hidden_payload(const CaptureStore& store, int64_t first, int64_t count) {
+    std::vector<float> floats(static_cast<size_t>(count * store.hidden_width()));
+    store.copy_hidden(first, count, floats.data());
+    std::string payload;
+    payload.reserve(24 + floats.size() * 4);
+    put_u64(payload, uint64_t(first));
+    put_u64(payload, uint64_t(count));
+    put_u32(payload, uint32_t(store.hidden_width()));
+    put_u32(payload, kByteShuffledFloat32);
+    put_shuffled_floats(payload, floats);
+    return payload;
+}
+
 bool overview_is_saveable(const CaptureStore& store) {
     if (!store.overview_complete()) return false;
     const int64_t blocks = store.overview_blocks();
@@ -770,6 +806,29 @@ void SessionWriter::flush(const Session& session) {
                     fail("cannot write session file ", quoted(partial_path_), ": ", errno_text());
                 positions_written_ += std::min(per_chunk, available - positions_written_);
             });
+        // Hidden states of positions already written (they never run ahead of their Q/K/LSE).
+        const int64_t hidden_available = std::min(store.hidden_positions(), positions_written_);
+        if (hidden_available < hidden_written_)
+            fail("cannot append to session file ", quoted(partial_path_), ": the hidden states shrank from ",
+                 hidden_written_, " to ", hidden_available, " positions after they were written");
+        if (hidden_available > hidden_written_) {
+            const int64_t hidden_bytes = int64_t(store.hidden_width()) * int64_t(sizeof(float));
+            const int64_t per_hidden_chunk = std::max<int64_t>(1, int64_t(kTargetCaptureChunkBytes) / hidden_bytes);
+            const int64_t hidden_first = hidden_written_;
+            const size_t hidden_chunks = size_t((hidden_available - hidden_first + per_hidden_chunk - 1) / per_hidden_chunk);
+            encode_chunks_in_parallel(
+                kHiddenChunk, hidden_chunks,
+                uint64_t(std::min(per_hidden_chunk, hidden_available - hidden_first) * hidden_bytes),
+                [&](size_t i) {
+                    const int64_t begin = hidden_first + int64_t(i) * per_hidden_chunk;
+                    return hidden_payload(store, begin, std::min(per_hidden_chunk, hidden_available - begin));
+                },
+                [&](const std::string& chunk) {
+                    if (std::fwrite(chunk.data(), 1, chunk.size(), file_) != chunk.size())
+                        fail("cannot write session file ", quoted(partial_path_), ": ", errno_text());
+                    hidden_written_ += std::min(per_hidden_chunk, hidden_available - hidden_written_);
+                });
+        }
     }
     if (session.steps.size() < steps_written_ || session.tokens.size() < tokens_written_)
         fail("cannot append to session file ", quoted(partial_path_),
@@ -824,6 +883,7 @@ void SessionWriter::finish(const Session& session) {
     for (const HeadLabel& label : session.head_labels)
         head_labels.push_back({{"layer", label.layer}, {"head", label.head}, {"text", json_from_bytes(label.text)}});
     json totals = {{"positions", positions_written_},
+                   {"hidden_positions", hidden_written_},
                    {"steps", steps_written_},
                    {"tokens", tokens_written_},
                    {"overview_chunks", overview_chunks},
@@ -894,26 +954,27 @@ public:
         chunk.raw_size = get_u64(header + 16);
         const uint64_t checksum = get_u64(header + 24);
         if (chunk.type != kMetaChunk && chunk.type != kCaptureChunk && chunk.type != kStepsChunk &&
-            chunk.type != kOverviewChunk && chunk.type != kFooterChunk)
+            chunk.type != kOverviewChunk && chunk.type != kFooterChunk && chunk.type != kHiddenChunk)
             damaged(cat("unknown chunk type 0x", std::hex, chunk.type));
-        if (reserved != 0) damaged("chunk header has reserved bits set");
+        const std::string name = chunk_type_name(chunk.type) + " chunk";
+        if (reserved != 0) damaged(name + " header has reserved bits set");
         if (chunk.raw_size > kMaxChunkRawBytes)
-            damaged(cat("chunk claims ", chunk.raw_size, " bytes, over the format's limit"));
+            damaged(cat(name, " claims ", chunk.raw_size, " bytes, over the format's limit"));
         if (compressed_size > ZSTD_compressBound(chunk.raw_size) || compressed_size < 9)
-            damaged("chunk sizes are inconsistent");
-        if (compressed_size > file_size_ - offset_) damaged("chunk cut short");
-        if (checksum > std::numeric_limits<uint32_t>::max()) damaged("chunk checksum is malformed");
+            damaged(name + " sizes are inconsistent");
+        if (compressed_size > file_size_ - offset_) damaged(name + " cut short");
+        if (checksum > std::numeric_limits<uint32_t>::max()) damaged(name + " checksum is malformed");
 
         chunk.frame.resize(compressed_size);
         read_exactly(chunk.frame.data(), chunk.frame.size());
         const std::string& frame = chunk.frame;
         // Frame magic, then the frame header descriptor whose bit 2 is Content_Checksum_flag (RFC 8878).
         if (get_u32(frame.data()) != ZSTD_MAGICNUMBER || (uint8_t(frame[4]) & 0x04) == 0)
-            damaged("chunk payload is not a checksummed zstd frame");
+            damaged(name + " payload is not a checksummed zstd frame");
         if (ZSTD_findFrameCompressedSize(frame.data(), frame.size()) != compressed_size ||
             ZSTD_getFrameContentSize(frame.data(), frame.size()) != chunk.raw_size ||
             get_u32(frame.data() + frame.size() - 4) != checksum)
-            damaged("chunk header does not match its payload");
+            damaged(name + " header does not match its payload");
         return chunk;
     }
 
@@ -938,11 +999,13 @@ Chunk decode_chunk(StoredChunk stored) {
     chunk.payload.resize(stored.raw_size);
     const size_t produced = ZSTD_decompressDCtx(decompression_context(), chunk.payload.data(), stored.raw_size,
                                                 stored.frame.data(), stored.frame.size());
-    if (ZSTD_isError(produced)) damaged(cat("chunk payload is corrupt (", ZSTD_getErrorName(produced), ")"));
-    if (produced != stored.raw_size) damaged("chunk payload has the wrong size");
-    if (chunk.type == kCaptureChunk) {
+    if (ZSTD_isError(produced))
+        damaged(cat(chunk_type_name(stored.type), " chunk payload is corrupt (", ZSTD_getErrorName(produced), ")"));
+    if (produced != stored.raw_size) damaged(chunk_type_name(stored.type) + " chunk payload has the wrong size");
+    // Capture and hidden-state chunks share the layout of their fixed header (24 bytes) and floats.
+    if (chunk.type == kCaptureChunk || chunk.type == kHiddenChunk) {
         if (chunk.payload.size() < kCaptureHeaderBytes || (chunk.payload.size() - kCaptureHeaderBytes) % 4 != 0)
-            damaged("capture chunk has a partial float");
+            damaged(chunk_type_name(stored.type) + " chunk has a partial float");
         chunk.floats.resize((chunk.payload.size() - kCaptureHeaderBytes) / 4);
         get_shuffled_floats(std::string_view(chunk.payload).substr(kCaptureHeaderBytes), chunk.floats.data());
         chunk.payload.resize(kCaptureHeaderBytes);
@@ -957,10 +1020,16 @@ struct FileCloser {
 // Builds a Session chunk by chunk; every chunk is validated completely before it changes anything.
 class SessionLoader {
 public:
+    explicit SessionLoader(uint32_t version) : version_(version) {}
+    // Why reading stopped before the footer (kept in Session::recovery_problem).
+    void note_damage(std::string reason) {
+        if (problem_.empty()) problem_ = std::move(reason);
+    }
+
     void apply_meta(const Chunk& chunk) {
         if (chunk.type != kMetaChunk) damaged("the first chunk is not the session metadata");
         auto [meta, prompt_text] = parse_json_payload(chunk.payload);
-        if (int_field<uint32_t>(meta, "format") != kFormatVersion) damaged("metadata names another format version");
+        if (int_field<uint32_t>(meta, "format") != version_) damaged("metadata names another format version");
         session_.prompt_tokens = int_field<int64_t>(meta, "prompt_tokens");
         if (session_.prompt_tokens < 0) damaged("negative prompt token count");
         if (int_field<uint64_t>(meta, "prompt_text_bytes") != prompt_text.size())
@@ -989,6 +1058,7 @@ public:
             case kStepsChunk: apply_steps(chunk.payload); break;
             case kOverviewChunk: apply_overview(chunk.payload); break;
             case kFooterChunk: apply_footer(chunk.payload); break;
+            case kHiddenChunk: apply_hidden(chunk); break;
             default: damaged("a second metadata chunk");
         }
     }
@@ -1015,6 +1085,7 @@ public:
         }
         if (!complete) {
             session_.recovered_incomplete = true;
+            session_.recovery_problem = problem_.empty() ? "the file ends before its footer" : problem_;
             if (session_.capture) {
                 const int64_t positions = session_.capture->positions();
                 const int64_t steps = std::max<int64_t>(0, positions - session_.prompt_tokens);
@@ -1065,6 +1136,30 @@ private:
             store.record_layer(layer, int64_t(first), n, q, k, lse);
             at = lse + n * shape.n_head;
         }
+    }
+
+    void apply_hidden(const Chunk& chunk) {
+        if (version_ < 2) damaged("hidden-state chunk in a format 1 file");
+        if (!session_.capture) damaged("hidden-state chunk in a session without a capture");
+        if (!overviews_.empty()) damaged("hidden-state chunk after the overview");
+        CaptureStore& store = *session_.capture;
+        PayloadReader reader(chunk.payload);
+        const uint64_t first = reader.u64();
+        const uint64_t count = reader.u64();
+        const uint32_t width = reader.u32();
+        const uint32_t encoding = reader.u32();
+        if (first != uint64_t(store.hidden_positions()))
+            damaged(cat("hidden-state chunk starts at position ", first, ", expected ", store.hidden_positions()));
+        if (width == 0 || width > uint32_t(kMaxHiddenWidth) ||
+            (store.hidden_width() != 0 && width != uint32_t(store.hidden_width())))
+            damaged(cat("hidden-state chunk has width ", width));
+        if (encoding != kByteShuffledFloat32) damaged(cat("hidden-state chunk has unknown float encoding ", encoding));
+        if (count == 0 || count > chunk.floats.size() / width || chunk.floats.size() != count * width)
+            damaged("hidden-state chunk size does not match its positions");
+        if (first + count > uint64_t(store.positions()))
+            damaged(cat("hidden-state chunk reaches position ", first + count, ", beyond the ", store.positions(),
+                        " captured"));
+        store.record_hidden(int64_t(first), int64_t(count), int(width), chunk.floats.data());
     }
 
     void apply_steps(const std::string& payload) {
@@ -1133,6 +1228,10 @@ private:
             int_field<uint64_t>(totals, "overview_chunks") != expected_overviews ||
             overviews_.size() != expected_overviews)
             damaged("footer totals do not match the chunks before it");
+        const int64_t hidden = session_.capture ? session_.capture->hidden_positions() : 0;
+        if (totals.contains("hidden_positions") ? int_field<int64_t>(totals, "hidden_positions") != hidden : hidden != 0)
+            damaged(cat("footer counts ", totals.value("hidden_positions", json(0)).dump(), " hidden states, the file holds ",
+                        hidden));
         if (totals.contains("keyframes")) {
             const json& keyframes = totals.at("keyframes");
             if (!keyframes.is_array()) damaged("footer keyframes are not a list");
@@ -1170,6 +1269,8 @@ private:
         footer_seen_ = true;
     }
 
+    uint32_t version_;
+    std::string problem_;
     Session session_;
     size_t prompt_text_bytes_ = 0;
     std::vector<std::vector<float>> overviews_;  // [layer * n_head + head]: sums then maxes
@@ -1211,13 +1312,13 @@ Session load_session(const std::string& path) {
     if (version > kFormatVersion)
         fail("session file ", quoted(path), " was written by a newer attnscope (format ", version,
              "), this build reads up to ", kFormatVersion);
-    if (version == 0) fail("session file ", quoted(path), " is not a valid session: its header is damaged (format 0)");
+    if (version < kOldestFormatVersion) fail("session file ", quoted(path), " is not a valid session: its header is damaged (format 0)");
     if ((flags & ~kKnownFlags) != 0)
         fail("session file ", quoted(path), " uses features this build does not know (flags 0x", std::hex, flags,
              "); it was probably written by a newer attnscope");
 
     ChunkReader chunks(file.get(), file_size, kFileHeaderBytes);
-    SessionLoader loader;
+    SessionLoader loader(version);
     try {
         std::optional<StoredChunk> meta = chunks.next();
         if (!meta) damaged("it has no metadata");
@@ -1247,20 +1348,24 @@ Session load_session(const std::string& path) {
                 batch.push_back(std::async(parallel ? std::launch::async : std::launch::deferred, decode_chunk,
                                            std::move(*stored)));
             }
-        } catch (const DamagedChunk&) {
+        } catch (const DamagedChunk& problem) {
             end_reached = true;  // what was read before the damage still counts
+            loader.note_damage(problem.reason);
         }
         try {
             for (std::future<Chunk>& chunk : batch) {
                 loader.apply(chunk.get());
                 if (loader.footer_seen()) break;
             }
-        } catch (const DamagedChunk&) {
+        } catch (const DamagedChunk& problem) {
             end_reached = true;
-        } catch (const json::exception&) {
+            loader.note_damage(problem.reason);
+        } catch (const json::exception& problem) {
             end_reached = true;
-        } catch (const Error&) {  // e.g. the capture store refusing data: treated like damage
+            loader.note_damage(problem.what());
+        } catch (const Error& problem) {  // e.g. the capture store refusing data: treated like damage
             end_reached = true;
+            loader.note_damage(problem.what());
         }
     }
     return loader.finish();

@@ -4,7 +4,8 @@
 // Layout: a fixed header (magic, format version), then self-delimiting chunks, each with
 // a type, its compressed and raw sizes, a checksum of the compressed bytes and the payload
 // (a zstd frame). The first chunk is the session metadata (JSON); capture chunks carry
-// Q/K/LSE for a run of positions; step chunks carry decode steps; the last chunk is the
+// Q/K/LSE for a run of positions; hidden-state chunks (format 2, optional) the hidden state
+// after the output norm of a run of positions; step chunks carry decode steps; the last chunk is the
 // footer (overview + totals). Reading stops at the first incomplete or corrupt chunk:
 // with no footer the file is "incomplete" and only whole chunks are recovered.
 //
@@ -39,6 +40,7 @@ private:
     std::string path_, partial_path_;
     std::FILE* file_ = nullptr;
     int64_t positions_written_ = 0;
+    int64_t hidden_written_ = 0;  // positions whose hidden states are written
     size_t steps_written_ = 0;
     size_t tokens_written_ = 0;
     bool finished_ = false;
@@ -46,7 +48,8 @@ private:
 
 void save_session(const std::string& path, const Session& session);
 // Throws attn::Error naming the file and problem (bad magic, newer version, corrupt first chunk).
-// A file cut short after its metadata loads with recovered_incomplete = true.
+// A file cut short after its metadata loads with recovered_incomplete = true and the reason
+// (naming the damaged section) in recovery_problem. Format 1 files (no hidden states) still load.
 Session load_session(const std::string& path);
 
 }  // namespace attn

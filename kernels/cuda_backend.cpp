@@ -725,6 +725,8 @@ void CudaBackend::finish(const Pending& p, CaptureStore* capture, const Progress
             const float* region = base + int64_t(l) * stage_layer_pitch();
             capture->record_layer(l, p.pos0, n, region, region + n * qo, region + n * (qo + kvo));
         }
+        // Hidden states (CaptureStore::record_hidden, for paragraph topics) are not copied back from
+        // this backend yet: its sessions have none, and the topics view says so (capture with cpu).
     }
     if (progress) progress(p.done_after, total);
 }

@@ -286,7 +286,52 @@ TEST_CASE("sentence graph: the crafted edge, communities, a click selects the se
     // Paragraph flow: two paragraphs.
     CHECK(states[2]["graph"]["view"] == "paragraphs");
     CHECK(states[2]["graph"]["paragraphs"] == 2);
+    // A hand-made session has no hidden states: no topics, and the view says why.
+    CHECK_THAT(states[2]["graph"]["topics_problem"].get<std::string>(), Catch::Contains("without hidden states"));
     CHECK(Image(flow).colours() > 64);
+#endif
+}
+
+TEST_CASE("paragraph flow: topics from hidden states order the paragraphs, colour bands on both axes", "[topics][app]") {
+#ifndef ATTNSCOPE_HAVE_APP
+    WARN("SKIPPED: this build has no windowed debugger");
+#else
+    TempDir dir("topic_flow");
+    // Three paragraphs; the first and the last share a topic (their hidden states point one way).
+    attn::testing::CraftedSpec spec;
+    spec.words = {"Cats", " purr", " softly", ".", "\n\nStocks", " fell", " today", ".", "\n\nKittens", " purr", " too", "."};
+    spec.prompt_tokens = 12;
+    attn::Session session = attn::testing::make_crafted_session(spec);
+    const int width = 8;
+    std::vector<float> hidden(12 * width, 0.f);
+    for (int p = 0; p < 12; ++p) hidden[size_t(p * width + (p >= 4 && p < 8 ? 1 : 0))] = 1.f;
+    session.capture->record_hidden(0, 12, width, hidden.data());
+    const std::string path = dir.file("topics.attn"), flow = dir.file("flow.png");
+    attn::save_session(path, session);
+    const auto r = run_window(path, "text_heads set 0:0\ngraph paragraphs\nstate\nscreenshot " + flow + "\n", dir);
+    if (!r) return;
+    INFO(r->err);
+    REQUIRE(r->exit_code == 0);
+    const std::vector<nlohmann::json> states = states_of(r->out);
+    REQUIRE(states.size() == 1);
+    const nlohmann::json& g = states[0]["graph"];
+    CHECK(g["view"] == "paragraphs");
+    REQUIRE(g.contains("topics"));
+    CHECK(g["topics"].size() == 2);
+    CHECK(g["topics"][0]["description"] == "¶0, ¶2");
+    CHECK(g["topic_of"] == nlohmann::json::array({0, 1, 0}));
+    CHECK(g["order"] == nlohmann::json::array({0, 2, 1}));  // by topic, then text order
+    const Image image(flow);
+    // The legend and bands use the topic palette: orange (topic 0) and purple (topic 1) appear.
+    size_t topic0 = 0, topic1 = 0;
+    for (int y = 0; y < image.h; ++y)
+        for (int x = 0; x < image.w; ++x) {
+            const unsigned char* p = image.at(x, y);
+            if (p[0] == 230 && p[1] == 97 && p[2] == 1) ++topic0;
+            if (p[0] == 94 && p[1] == 60 && p[2] == 153) ++topic1;
+        }
+    CHECK(topic0 > 100);
+    CHECK(topic1 > 50);
 #endif
 }
 

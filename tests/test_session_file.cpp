@@ -672,11 +672,11 @@ TEST_CASE("session file: newer format versions and unknown flags are refused", "
     std::string bytes = read_bytes(path);
 
     SECTION("newer version") {
-        bytes[8] = 2;
+        bytes[8] = 3;
         const LoadOutcome outcome = load_bytes(path, bytes);
         REQUIRE_FALSE(outcome.session);
-        CHECK(outcome.error.find("newer attnscope (format 2)") != std::string::npos);
-        CHECK(outcome.error.find("reads up to 1") != std::string::npos);
+        CHECK(outcome.error.find("newer attnscope (format 3)") != std::string::npos);
+        CHECK(outcome.error.find("reads up to 2") != std::string::npos);
         CHECK(outcome.error.find(path) != std::string::npos);
     }
     SECTION("unknown flag") {

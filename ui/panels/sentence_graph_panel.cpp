@@ -43,8 +43,30 @@ SentenceGraphState::Result compute_graph(std::shared_ptr<const Session> snapshot
         options.min_weight = key.min_weight;
         options.method = key.leiden ? CommunityMethod::Leiden : CommunityMethod::Louvain;
         result.graph = sentence_graph(result.matrix, *result.segments.segments, options);
+    } else {
+        try {
+            result.topics = paragraph_topics(*result.segments.snapshot, *result.segments.segments);
+        } catch (const Error& error) {
+            result.topics_problem = error.what();
+        }
     }
     return result;
+}
+
+// Paragraph flow order: clustered paragraphs by topic (text order within one), then the segments no
+// topic holds (special tokens, whitespace, or all of them when there are no topics) in text order.
+std::vector<int64_t> flow_order(const SentenceGraphState::Result& r) {
+    std::vector<int64_t> order;
+    const int64_t n = r.matrix.rows;
+    if (r.topics)
+        for (const std::vector<int64_t>& members : r.topics->members) order.insert(order.end(), members.begin(), members.end());
+    for (int64_t s = 0; s < n; ++s)
+        if (!r.topics || r.topics->topic[static_cast<size_t>(s)] < 0) order.push_back(s);
+    return order;
+}
+
+int topic_of(const SentenceGraphState::Result& r, int64_t segment) {
+    return r.topics ? r.topics->topic[static_cast<size_t>(segment)] : -1;
 }
 
 }  // namespace
@@ -75,6 +97,19 @@ nlohmann::json sentence_graph_json(const app::DebuggerModel& model, const Senten
     j["hovered"] = state.hovered_node;
     if (state.paragraphs) {
         j["paragraphs"] = r.matrix.rows;
+        j["order"] = flow_order(r);
+        if (r.topics) {
+            nlohmann::json topics = nlohmann::json::array();
+            for (int t = 0; t < r.topics->topics; ++t)
+                topics.push_back({{"topic", t}, {"paragraphs", r.topics->members[static_cast<size_t>(t)]},
+                                  {"description", r.topics->description(t)}});
+            j["topics"] = topics;
+            j["topic_of"] = r.topics->topic;
+            j["silhouette"] = r.topics->silhouette;
+            j["silhouette_by_k"] = r.topics->silhouette_by_k;
+        } else {
+            j["topics_problem"] = r.topics_problem;
+        }
         return j;
     }
     const SentenceGraph& g = r.graph;
@@ -146,29 +181,53 @@ std::optional<int64_t> draw_sentence_graph_panel(app::DebuggerModel& model, Sent
             ImGui::TextDisabled("no sentences with text to draw");
             return clicked;
         }
-        ImGui::TextColored(ImVec4(1, 0.8f, 0.45f, 1),
-                           "Topics from the model's hidden states are not available: the capture keeps Q, K and LSE, not hidden states. "
-                           "Paragraphs are in text order.");
-        ImGui::TextDisabled("%lld paragraphs: row = attending paragraph, column = attended; cell = share of the row's attention%s",
-                            static_cast<long long>(r.matrix.rows), current ? "" : "   (updating…)");
+        const std::vector<int64_t> order = flow_order(r);
+        if (r.topics) {
+            ImGui::TextDisabled("%d topic%s from the model's hidden states (k-means on paragraph means, silhouette %.2f):", r.topics->topics,
+                                r.topics->topics == 1 ? "" : "s", r.topics->silhouette);
+            for (int t = 0; t < r.topics->topics; ++t) {
+                ImGui::SameLine();
+                const ImVec2 at = ImGui::GetCursorScreenPos();
+                dl->AddRectFilled(ImVec2(at.x, at.y + font * 0.15f), ImVec2(at.x + font * 0.8f, at.y + font * 0.95f), community_colour(t));
+                ImGui::Dummy(ImVec2(font * 0.85f, font));
+                ImGui::SameLine();
+                ImGui::Text("topic %d: %s", t, r.topics->description(t).c_str());
+            }
+        } else {
+            ImGui::PushTextWrapPos(0);
+            ImGui::TextColored(ImVec4(1, 0.8f, 0.45f, 1), "No topics: %s. Paragraphs are in text order.", r.topics_problem.c_str());
+            ImGui::PopTextWrapPos();
+        }
+        ImGui::TextDisabled("%lld paragraphs%s: row = attending paragraph, column = attended; cell = share of the row's attention%s",
+                            static_cast<long long>(r.matrix.rows), r.topics ? ", ordered by topic" : "", current ? "" : "   (updating…)");
         const int64_t n = r.matrix.rows;
         const ImVec2 origin = ImGui::GetCursorScreenPos();
         const ImVec2 avail = ImGui::GetContentRegionAvail();
-        const float label_w = std::min(avail.x * 0.35f, font * 16);
-        const float cell = std::max(2.f, std::min((avail.x - label_w - 8) / std::max<int64_t>(1, n), (avail.y - font * 2) / std::max<int64_t>(1, n)));
+        const float band = r.topics ? font * 0.6f : 0.f;  // topic colour strip on each axis
+        const float label_w = std::min(avail.x * 0.35f, font * 16) + band;
+        const float top = font * 1.2f + band;
+        const float cell = std::max(2.f, std::min((avail.x - label_w - 8) / std::max<int64_t>(1, n), (avail.y - top - font) / std::max<int64_t>(1, n)));
         const render::ColormapTable& colours = render::colormap_table(render::Colormap::Magma);
         int64_t hr = -1, hc = -1;
         const ImVec2 mouse = ImGui::GetIO().MousePos;
-        for (int64_t a = 0; a < n; ++a) {
-            const float y = origin.y + font * 1.2f + a * cell;
+        for (int64_t row = 0; row < n; ++row) {
+            const int64_t a = order[static_cast<size_t>(row)];
+            const float y = origin.y + top + row * cell;
+            if (r.topics) {
+                dl->AddRectFilled(ImVec2(origin.x, y), ImVec2(origin.x + band - 2, y + cell - 1), community_colour(topic_of(r, a)));
+                const float x = origin.x + label_w + row * cell;
+                dl->AddRectFilled(ImVec2(x, origin.y + font * 1.2f), ImVec2(x + cell - 1, origin.y + top - 2), community_colour(topic_of(r, a)));
+            }
             if (cell >= font * 0.9f) {
                 const std::string label = cat("¶", a, " ", one_line(segment_text(model, segments[static_cast<size_t>(a)], 40)));
-                dl->PushClipRect(ImVec2(origin.x, y), ImVec2(origin.x + label_w - 4, y + cell), true);
-                dl->AddText(ImVec2(origin.x, y + (cell - font) / 2), ImGui::GetColorU32(ImGuiCol_Text), label.c_str());
+                dl->PushClipRect(ImVec2(origin.x + band, y), ImVec2(origin.x + label_w - 4, y + cell), true);
+                dl->AddText(ImVec2(origin.x + band + 2, y + (cell - font) / 2), ImGui::GetColorU32(ImGuiCol_Text), label.c_str());
                 dl->PopClipRect();
             }
-            for (int64_t b = 0; b <= a; ++b) {
-                const float x = origin.x + label_w + b * cell;
+            for (int64_t column = 0; column < n; ++column) {
+                const int64_t b = order[static_cast<size_t>(column)];
+                if (b > a) continue;  // a paragraph cannot attend to a later one: left blank
+                const float x = origin.x + label_w + column * cell;
                 const double v = r.matrix.normalised(a, b);
                 const float t = static_cast<float>(std::sqrt(std::clamp(v, 0.0, 1.0)));
                 dl->AddRectFilled(ImVec2(x, y), ImVec2(x + cell - 1, y + cell - 1), colours[static_cast<size_t>(t * 255.f + 0.5f)] | 0xFF000000u);
@@ -180,11 +239,15 @@ std::optional<int64_t> draw_sentence_graph_panel(app::DebuggerModel& model, Sent
                 if (mouse.x >= x && mouse.x < x + cell && mouse.y >= y && mouse.y < y + cell) hr = a, hc = b;
             }
         }
-        ImGui::Dummy(ImVec2(label_w + n * cell, font * 1.2f + n * cell));
+        ImGui::Dummy(ImVec2(label_w + n * cell, top + n * cell));
         if (hr >= 0 && ImGui::IsWindowHovered()) {
+            auto topic_name = [&](int64_t segment) {
+                const int t = topic_of(r, segment);
+                return t >= 0 ? cat(" (topic ", t, ": ", r.topics->description(t), ")") : std::string();
+            };
             ImGui::BeginTooltip();
-            ImGui::Text("paragraph %lld → paragraph %lld: %.2f%% of its attention", static_cast<long long>(hr), static_cast<long long>(hc),
-                        r.matrix.normalised(hr, hc) * 100);
+            ImGui::Text("paragraph %lld%s → paragraph %lld%s: %.2f%% of its attention", static_cast<long long>(hr), topic_name(hr).c_str(),
+                        static_cast<long long>(hc), topic_name(hc).c_str(), r.matrix.normalised(hr, hc) * 100);
             ImGui::PushTextWrapPos(font * 30);
             ImGui::TextUnformatted(one_line(segment_text(model, segments[static_cast<size_t>(hr)], 160)).c_str());
             ImGui::TextDisabled("%s", one_line(segment_text(model, segments[static_cast<size_t>(hc)], 160)).c_str());

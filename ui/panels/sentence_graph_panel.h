@@ -6,8 +6,10 @@
 // node for its sentence; click it to select that sentence in the text view.
 //
 // Paragraphs: a paragraph × paragraph flow (each row: where that paragraph's attention goes, as a
-// share). Grouping paragraphs into topics by clustering the model's hidden states is not available:
-// the capture keeps Q, K and LSE per layer, not hidden states — the panel says so.
+// share), its paragraphs grouped into topics by clustering the model's own hidden states
+// (engine/paragraph_topics.h): rows and columns ordered by topic, a colour band per topic on both
+// axes, a legend, the topic in the hover. A session captured without hidden states (an older file,
+// the cuda backend) shows the flow in text order and says why there are no topics.
 //
 // Computed on a worker (segments, the whole matrix, the graph); the last graph stays up meanwhile.
 #include <array>
@@ -18,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/paragraph_topics.h"
 #include "ui/panels/text_view_panel.h"
 
 namespace attn::panels {
@@ -38,6 +41,8 @@ struct SentenceGraphState {
         SegmentsResult segments;
         SpanMatrix matrix;
         SentenceGraph graph;  // sentences only
+        std::optional<ParagraphTopics> topics;  // paragraphs only, when the session has hidden states
+        std::string topics_problem;             // paragraphs only: why there are no topics
     };
     AsyncValue<Key, Result> job;
     int64_t hovered_node = -1;
