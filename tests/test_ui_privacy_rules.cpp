@@ -210,6 +210,32 @@ TEST_CASE("window: personal data is masked in the text view, its exports and the
     for (const std::string& secret : kPii) CHECK(plain.find(secret) != std::string::npos);
     CHECK(plain.find("●●●●") == std::string::npos);
 
+    // Every export carries its provenance record (FILE.provenance.json), saying whether it was masked.
+    for (const auto& [file, masked] : {std::pair<std::string, bool>{"tokens.csv", true}, {"tokens-plain.csv", false}}) {
+        const std::string record_text = attn::testing::read_file_string(dir.file(file) + ".provenance.json");
+        INFO(file << " record:\n" << record_text);
+        REQUIRE_FALSE(record_text.empty());
+        const json record = json::parse(record_text);
+        CHECK(record["schema"] == "attnscope.provenance/1");
+        CHECK(record["exhibits"][0]["file"] == file);
+        CHECK(record["exhibits"][0]["kind"] == "segment_table");
+        CHECK(record["privacy"]["pii_masking"] == masked);
+        CHECK(record["session"]["file_sha256"].get<std::string>().size() == 64);
+        for (const std::string& secret : kPii) CHECK(record_text.find(secret) == std::string::npos);
+    }
+    // With view --key the exports are signed too, and verify checks the file against its record.
+    const auto keygen = attn::testing::run_cli("keygen -o " + dir.file("k.key"));
+    REQUIRE(keygen.exit_code == 0);
+    const auto signed_run = run_window(path + " --key " + dir.file("k.key"),
+                                       "centre text\ntext_level word\nexport_segments " + dir.file("signed.json") + "\n", dir);
+    REQUIRE(signed_run);
+    REQUIRE(signed_run->exit_code == 0);
+    const auto verified = attn::testing::run_cli("verify " + dir.file("signed.json"));
+    INFO(verified.out << verified.err);
+    CHECK(verified.exit_code == 0);
+    { std::ofstream(dir.file("signed.json"), std::ios::app) << " "; }
+    CHECK(attn::testing::run_cli("verify " + dir.file("signed.json")).exit_code != 0);
+
     // --no-pii-masking starts with masking off.
     const auto off = run_window(path + " --no-pii-masking", "centre text\ntext_level token\ntext_hover 2\nstate\n", dir);
     REQUIRE(off);

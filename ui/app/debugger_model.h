@@ -15,6 +15,10 @@
 #include "ui/render/attention_map_renderer.h"
 #include "ui/view/headless.h"
 
+namespace attn {
+struct SigningKey;  // engine/signing.h
+}
+
 namespace attn::app {
 
 class DebuggerModel {
@@ -44,6 +48,11 @@ public:
     // shown head; the token strip and the map draw it with the diverging colormap ----
     std::vector<float> key_delta;
     int64_t delta_query = -1;             // the later query the delta belongs to
+
+    // Exports (ui/app/export_record.h): the session's file for their provenance ("" when none), and
+    // the key that signs them (view --key), if any.
+    std::string session_file;
+    const SigningKey* export_key = nullptr;
 
     // Live: the model's tokenizer, for the text of any token id (a reopened session has none).
     const Tokenizer* tokenizer = nullptr;

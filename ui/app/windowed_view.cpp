@@ -1,5 +1,8 @@
 #include "ui/app/windowed_view.h"
 
+#include "ui/app/export_record.h"
+#include "engine/signing.h"
+
 #include <GLFW/glfw3.h>
 #include <imgui.h>
 #include <stb_image.h>
@@ -707,6 +710,9 @@ int run(const WindowedViewOptions& options) {
     std::unique_ptr<LiveRunner> runner;
     LiveOptions live;
     live.record_path = options.record_path;
+    // view --key: every export is signed too (ui/app/export_record.h).
+    const std::optional<SigningKey> export_key =
+        options.export_key_path.empty() ? std::nullopt : std::optional<SigningKey>(load_signing_key(options.export_key_path));
     live.runtime_priority = options.runtime_priority;
     const Model* live_model = options.model;
     std::unique_ptr<Model> loaded_model;  // one loaded from the panel (replaces options.model)
@@ -824,6 +830,9 @@ int run(const WindowedViewOptions& options) {
             model.settings.colormap = *map_kind;
             model.settings.scale = options.scale == "log" ? render::ValueScale::Log : render::ValueScale::Linear;
             if (live_model) model.tokenizer = live_model->tokenizer.get();
+            // Exports name the reopened file (a live recording is still growing: its record says "none").
+            model.session_file = runner ? std::string() : options.session_path;
+            model.export_key = export_key ? &*export_key : nullptr;
             if (options.select_query >= model.positions())
                 fail("--select ", options.select_query, " is out of range (0..", model.positions() - 1, ")");
             if (options.select_query >= 0) model.select_query(options.select_query);
@@ -1221,6 +1230,10 @@ int run(const WindowedViewOptions& options) {
         if (crop_shot) {
             try {
                 crop_png(shot, d.centre_rect);
+                if (d.model)
+                    record_export(*d.model, shot, {"view", "png", d.model->settings.layer, d.model->settings.head,
+                                                   d.model->shown_step(), d.model->selected_query, "",
+                                                   cat("the ", centre_button(d.centre), " view as shown")});
                 d.text.export_note = "wrote " + shot;
             } catch (const std::exception& e) {
                 d.text.export_note = e.what();

@@ -55,6 +55,7 @@ struct WindowedViewOptions {
     std::string rules_path, ontology_path;  // issue 7: rules checked on the session (and live), ontology labels
     bool validation = false;           // also on in debug builds and with ATTNSCOPE_VALIDATION=1
     bool vsync = true;
+    std::string export_key_path;       // sign every export with this key (attnscope keygen)
     bool full_redraw = false;          // redraw and present every frame whole (no frame damage)
     WindowedViewReport* report = nullptr;  // filled on return, if given
     // Tests: called before each frame with the GLFWwindow* and the frame number (e.g. to resize).

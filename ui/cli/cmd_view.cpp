@@ -60,6 +60,7 @@ struct ViewCommand {
     bool no_pii_masking = false;
     std::string rules_path, ontology_path;
     bool full_redraw = false;
+    std::string key_path;
     GenerationOptions capture;  // used when neither a session nor --synthetic is given
 
     // The session to show: a file, a generated one, or a fresh capture (saved in the sessions cache).
@@ -118,6 +119,7 @@ struct ViewCommand {
         window.rules_path = rules_path;
         window.ontology_path = ontology_path;
         window.full_redraw = full_redraw;
+        window.export_key_path = key_path;
         return window;
     }
 
@@ -176,6 +178,7 @@ struct ViewCommand {
 #ifdef ATTNSCOPE_HAVE_APP
             app::WindowedViewOptions window = window_options();
             window.session = &session;
+            window.session_path = session_path;  // exports name (and hash) the file it came from
             const int rc = app::run_windowed_view(window);
             if (rc == 0) return;
             if (rc != 2) throw CLI::RuntimeError(rc);  // the reason is already printed
@@ -280,6 +283,9 @@ void add_view_command(CLI::App& app) {
     view->add_option("--rules", cmd->rules_path, "Rules file checked on the session and live (engine/rules.h; the Rules panel)");
     view->add_option("--ontology", cmd->ontology_path, "Ontology file: matches labelled in the text view, anomalies listed");
     view->add_flag("--validation", cmd->validation, "Enable the Vulkan validation layer (also ATTNSCOPE_VALIDATION=1)");
+    view->add_option("--key", cmd->key_path,
+                     "Window: sign every export (tables, PNGs, projections, counterfactuals) with this secret key; "
+                     "each export always gets FILE.provenance.json");
     view->add_flag("--full-redraw", cmd->full_redraw,
                    "Window: draw and present every frame whole, not only what changed (for comparison)");
 #ifdef ATTNSCOPE_HAVE_APP

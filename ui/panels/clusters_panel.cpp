@@ -1,5 +1,7 @@
 #include "ui/panels/clusters_panel.h"
 
+#include "ui/app/export_record.h"
+
 #include <imgui.h>
 
 #include <algorithm>
@@ -71,6 +73,9 @@ void export_clusters(const app::DebuggerModel& model, ClustersState& state, cons
     if (!state.job.ready_for(clusters_key(model, state, fingerprints, labels)))
         fail("the projection is not there: ", state.job.error().empty() ? "the fingerprints are computing" : state.job.error());
     write_projection(path, state.job.value());
+    app::record_export(model, path, {"clusters", "head_projection", -1, -1, -1, -1, "",
+                                     cat(projection_method_name(state.options.method), " of every head from its ",
+                                         projection_features_name(state.options.features))});
 }
 
 nlohmann::json clusters_json(const app::DebuggerModel& model, const ClustersState& state, const FingerprintsState& fingerprints,

@@ -1,5 +1,7 @@
 #include "ui/panels/counterfactual_panel.h"
 
+#include "ui/app/export_record.h"
+
 #include <imgui.h>
 
 #include <algorithm>
@@ -540,6 +542,11 @@ nlohmann::json counterfactual_export_json(const app::DebuggerModel& model, const
 void export_counterfactual(const app::DebuggerModel& model, const CounterfactualState& state, const std::string& path) {
     const nlohmann::json j = counterfactual_export_json(model, state);
     write_file_atomically(path, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+    app::record_export(model, path, {"counterfactual", "counterfactual", -1, -1, -1, -1, "",
+                                     j.contains("intervention") && j["intervention"].contains("description")
+                                         ? (model.mask_pii ? mask_pii(j["intervention"]["description"].get<std::string>())
+                                                           : j["intervention"]["description"].get<std::string>())
+                                         : std::string("counterfactual result")});
 }
 
 nlohmann::json counterfactual_json(app::DebuggerModel& model, CounterfactualState& state) {

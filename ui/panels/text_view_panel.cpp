@@ -1,5 +1,7 @@
 #include "ui/panels/text_view_panel.h"
 
+#include "ui/app/export_record.h"
+
 #include <imgui.h>
 
 #include <algorithm>
@@ -730,6 +732,10 @@ void export_text_matrix(const app::DebuggerModel& model, TextViewState& state, c
     else if (ext == ".npy") write_matrix_npy(path, m.rows, m.cols, values);
     else if (ext == ".json") write_matrix_json(path, m.rows, m.cols, values);
     else fail(path, ": the matrix is written as .csv, .npy or .json");
+    app::record_export(model, path, {"text-matrix", "text_matrix", -1, -1, model.shown_step(), -1, "",
+                                     cat(granularity_name(state.level), " × ", granularity_name(state.level), " ",
+                                         state.export_shares ? "shares of each row's attention" : "attention mass", " of ",
+                                         heads.description)});
 }
 
 void export_text_segments(const app::DebuggerModel& model, TextViewState& state, const std::string& path) {
@@ -746,6 +752,8 @@ void export_text_segments(const app::DebuggerModel& model, TextViewState& state,
     else if (ext == ".json")
         write_segments_json(path, text, segments, state.level == Granularity::Phrase ? Granularity::Word : state.level, masked);
     else fail(path, ": the segment table is written as .csv or .json");
+    app::record_export(model, path, {"segments", "segment_table", -1, -1, -1, -1, "",
+                                     cat(granularity_name(state.level), " segments with their byte spans")});
 }
 
 nlohmann::json text_view_json(const app::DebuggerModel& model, const TextViewState& state, const FingerprintsState& fingerprints,
