@@ -19,6 +19,7 @@
 #include "tests/crafted_session.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
+#include "tests/window_support.h"
 
 #ifdef ATTNSCOPE_HAVE_APP
 #include <stb_image.h>
@@ -35,14 +36,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-
-std::vector<nlohmann::json> states_of(const std::string& out) {
-    std::vector<nlohmann::json> states;
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);)
-        if (!line.empty() && line[0] == '{') states.push_back(nlohmann::json::parse(line));
-    return states;
-}
+using attn::testing::states_of;
 
 }  // namespace
 

@@ -27,6 +27,7 @@
 #include "tests/crafted_session.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
+#include "tests/window_support.h"
 #ifdef ATTNSCOPE_HAVE_APP
 #include <stb_image.h>
 #include "ui/app/debugger_model.h"
@@ -36,62 +37,18 @@
 
 namespace {
 
+using attn::testing::Image;
+using attn::testing::states_of;
+#ifdef ATTNSCOPE_HAVE_APP
+using attn::testing::run_window;
+#endif
+
 namespace fs = std::filesystem;
 using attn::testing::CraftedSpec;
 using attn::testing::TempDir;
 using nlohmann::json;
 
-std::vector<json> states_of(const std::string& out) {
-    std::vector<json> states;
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);)
-        if (!line.empty() && line[0] == '{') states.push_back(json::parse(line));
-    return states;
-}
-
 #ifdef ATTNSCOPE_HAVE_APP
-std::optional<attn::testing::CliResult> run_window(const std::string& args, const std::string& script_text, const TempDir& dir) {
-    const auto xvfb = attn::app::find_in_path("Xvfb");
-    if (!xvfb) {
-        WARN("SKIPPED: Xvfb is not installed (the scripted debugger runs its panels on a private X server)");
-        return std::nullopt;
-    }
-    attn::app::PrivateDisplay display(*xvfb, 1700, 1000);
-    REQUIRE_FALSE(display.display().empty());
-    const std::string script = dir.file("script.txt");
-    std::ofstream(script) << script_text;
-    const std::string old = std::getenv("DISPLAY") ? std::getenv("DISPLAY") : "";
-    ::setenv("DISPLAY", display.display().c_str(), 1);
-    attn::testing::CliResult r = attn::testing::run_cli("view " + args + " --size 1600x900 --frames 2 --script " + script);
-    if (old.empty()) ::unsetenv("DISPLAY");
-    else ::setenv("DISPLAY", old.c_str(), 1);
-    return r;
-}
-
-struct Image {
-    int w = 0, h = 0;
-    std::vector<unsigned char> rgba;
-    explicit Image(const std::string& path) {
-        if (const char* dir = std::getenv("ATTNSCOPE_KEEP_SCREENSHOTS"); dir && fs::exists(path))
-            fs::copy_file(path, fs::path(dir) / fs::path(path).filename(), fs::copy_options::overwrite_existing);
-        int channels = 0;
-        unsigned char* p = stbi_load(path.c_str(), &w, &h, &channels, 4);
-        REQUIRE(p);
-        rgba.assign(p, p + size_t(w) * size_t(h) * 4);
-        stbi_image_free(p);
-    }
-    double red_fraction(const json& rect) const {
-        const int x0 = std::max(0, int(rect[0].get<double>())), y0 = std::max(0, int(rect[1].get<double>()));
-        const int x1 = std::min(w, int(rect[2].get<double>())), y1 = std::min(h, int(rect[3].get<double>()));
-        size_t n = 0, hit = 0;
-        for (int y = y0; y < y1; ++y)
-            for (int x = x0; x < x1; ++x, ++n) {
-                const unsigned char* p = &rgba[(size_t(y) * size_t(w) + size_t(x)) * 4];
-                if (p[0] > 150 && p[1] < 110 && p[2] < 110) ++hit;
-            }
-        return n ? double(hit) / double(n) : 0.0;
-    }
-};
 #endif
 
 // ---- personal data -----------------------------------------------------------------------------------
@@ -358,7 +315,7 @@ TEST_CASE("window: the Rules panel's verdicts match attnscope rules; a violation
     const json rect = states[3]["text"]["hovered_rect"];
     REQUIRE(rect.is_array());
     const Image image(dir.file("rules.png"));
-    CHECK(image.red_fraction(rect) > 0.1);
+    CHECK(image.fraction(rect, [](const unsigned char* p) { return p[0] > 150 && p[1] < 110 && p[2] < 110; }) > 0.1);
 #endif
 }
 
