@@ -104,17 +104,7 @@ void add_audit_command(CLI::App& app) {
     c->add_option("--max-checks", cmd->max_checks, "Checks per rule with evidence (failed first)")
         ->check(CLI::Range(1, 1000));
     cmd->dp_options.add_to(c, "the exported attention arrays (rows, tiles, snapshots)");
-    c->callback([cmd] {
-        int code = 0;
-        try {
-            code = cmd->run();
-        } catch (...) {
-            std::cout.flush();
-            report_current_exception();
-            throw CLI::RuntimeError(2);
-        }
-        if (code != 0) throw CLI::RuntimeError(code);
-    });
+    c->callback([cmd] { run_with_exit_code([&] { return cmd->run(); }); });
 }
 
 }  // namespace attn::cli

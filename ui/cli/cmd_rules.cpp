@@ -78,17 +78,19 @@ void add_rules_command(CLI::App& app) {
     c->add_flag("--no-pii-masking", cmd->no_pii_masking, "Show personal data in span texts unmasked");
     c->add_flag("--prompt-only", cmd->prompt_only, "Check the prompt only (rules whose scope includes it)");
     c->add_flag("--steps-only", cmd->steps_only, "Check the decode steps only (rules whose scope includes them)");
-    c->callback([cmd] {
-        int code = 0;
-        try {
-            code = cmd->run();
-        } catch (...) {
-            std::cout.flush();
-            report_current_exception();
-            throw CLI::RuntimeError(2);
-        }
-        if (code != 0) throw CLI::RuntimeError(code);
-    });
+    c->callback([cmd] { run_with_exit_code([&] { return cmd->run(); }); });
+}
+
+void run_with_exit_code(const std::function<int()>& run) {
+    int code = 0;
+    try {
+        code = run();
+    } catch (...) {
+        std::cout.flush();
+        report_current_exception();
+        throw CLI::RuntimeError(2);
+    }
+    if (code != 0) throw CLI::RuntimeError(code);
 }
 
 }  // namespace attn::cli

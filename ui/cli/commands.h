@@ -2,7 +2,13 @@
 // The attnscope command line: one file per command, each registering its subcommand.
 #include <CLI/CLI.hpp>
 
+#include <functional>
+
 namespace attn::cli {
+
+// A command whose exit code says something (rules, audit: 0 pass, 1 a rule failed): runs it and
+// exits with its code; an error is printed and exits with 2.
+void run_with_exit_code(const std::function<int()>& run);
 
 void add_generate_commands(CLI::App& app);  // generate, capture
 void add_inspect_command(CLI::App& app);
