@@ -455,7 +455,7 @@ TEST_CASE("attnscope audit --model: each suggested fix carries its counterfactua
     }
 }
 
-TEST_CASE("attnscope rules and ontology: span texts show personal data masked unless --no-pii-masking", "[rules][ontology][pii][cli]") {
+TEST_CASE("attnscope rules, ontology and inspect: texts show personal data masked unless --no-pii-masking", "[rules][ontology][pii][cli]") {
     using attn::testing::run_cli;
     AuditFixture fx;
     // The ontology's "amount" type matches the digits of the ID number and the phone.
@@ -466,7 +466,8 @@ TEST_CASE("attnscope rules and ontology: span texts show personal data masked un
     for (const std::string& command :
          {"rules " + fx.session_path + " --rules " + rules, "rules " + fx.session_path + " --rules " + rules + " --json",
           "ontology " + fx.session_path + " --ontology " + ontology + " --all-pairs",
-          "ontology " + fx.session_path + " --ontology " + ontology + " --json"}) {
+          "ontology " + fx.session_path + " --ontology " + ontology + " --json",
+          "inspect " + fx.session_path + " --layer 0 --head 0 --query 18 --json"}) {
         const auto masked = run_cli(command);
         INFO(command << "\n" << masked.out << masked.err);
         CHECK(masked.exit_code != 2);

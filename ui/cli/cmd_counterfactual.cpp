@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/pii.h"
 #include "engine/counterfactual.h"
 #include "engine/error.h"
 #include "engine/model.h"
@@ -142,6 +143,7 @@ struct CounterfactualCommand {
         if (!out.empty()) save_session(out, result.forced);
         if (json) {
             nlohmann::json j = result.to_json();
+            if (privacy_defaults().mask_pii) mask_pii_json(j, session.text, find_pii(session.text));
             j["session"] = path;
             if (!out.empty()) j["output"] = out;
             std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
@@ -234,6 +236,8 @@ void add_counterfactual_command(CLI::App& app) {
                 "Compare against the original tokens re-run on the cpu backend, not the session's capture (for "
                 "sessions captured on cuda)");
     c->add_flag("--json", cmd->json, "One JSON object instead of the table");
+    c->add_flag_callback("--no-pii-masking", [] { set_privacy_defaults(PrivacySettings{false}); },
+                         "Show personal data (ID numbers, phones, cards, e-mail, IPs) in token texts unmasked");
     c->add_option("-o,--output", cmd->out, "Save the teacher-forced counterfactual session (.attn, atomically)");
     c->callback([cmd] { cmd->run(); });
 }

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "engine/error.h"
+#include "engine/pii.h"
 #include "engine/session_file.h"
 #include "engine/tile_source.h"
 #include "ui/cli/commands.h"
@@ -125,6 +126,8 @@ void add_inspect_command(CLI::App& app) {
     c->add_option("--query", cmd->query, "Query position (default: the last)");
     c->add_option("--top", cmd->top, "Keys to list in text mode")->check(CLI::PositiveNumber);
     c->add_flag("--json", cmd->json, "Machine-readable output");
+    c->add_flag_callback("--no-pii-masking", [] { set_privacy_defaults(PrivacySettings{false}); },
+                         "Show personal data (ID numbers, phones, cards, e-mail, IPs) in token texts unmasked");
     c->callback([cmd] { cmd->run(); });
 }
 

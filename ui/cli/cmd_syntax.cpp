@@ -11,6 +11,7 @@
 #include <string>
 
 #include "engine/error.h"
+#include "engine/pii.h"
 #include "engine/rules.h"
 #include "engine/session_file.h"
 #include "engine/syntax.h"
@@ -146,6 +147,8 @@ void add_syntax_command(CLI::App& app) {
     c->add_option("--max-words", cmd->options.max_words, "Sentences with more words are not parsed")->capture_default_str();
     c->add_option("--max-seconds", cmd->options.max_parse_seconds, "Parse time limit per sentence")->capture_default_str();
     c->add_flag("--json", cmd->json, "Machine-readable output");
+    c->add_flag_callback("--no-pii-masking", [] { set_privacy_defaults(PrivacySettings{false}); },
+                         "Show personal data (ID numbers, phones, cards, e-mail, IPs) in token texts unmasked");
     c->callback([cmd] { cmd->run(); });
 }
 

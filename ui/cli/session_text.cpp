@@ -1,12 +1,42 @@
 #include "ui/cli/session_text.h"
 
+#include <mutex>
+#include <vector>
+
+#include "engine/pii.h"
+
 #include <cstdio>
 
 namespace attn::cli {
 
+namespace {
+
+// The session text's personal data, found once per text (a command shows one session).
+const std::vector<PiiSpan>& pii_of(const std::string& text) {
+    static std::mutex mutex;
+    static const char* data = nullptr;
+    static size_t size = 0;
+    static std::vector<PiiSpan> spans;
+    std::lock_guard lock(mutex);
+    if (data != text.data() || size != text.size()) {
+        spans = find_pii(text);
+        data = text.data();
+        size = text.size();
+    }
+    return spans;
+}
+
+}  // namespace
+
 std::string token_bytes_of(const Session& session, int64_t position) {
     const Token& t = session.tokens.at(static_cast<size_t>(position));
     if (t.end <= t.begin || t.end > session.text.size()) return {};
+    // Personal data shows as "●●●● [TYPE]" (engine/pii.h), as in every other display, unless the
+    // command was told --no-pii-masking.
+    if (privacy_defaults().mask_pii) {
+        const std::vector<PiiSpan>& pii = pii_of(session.text);
+        if (!pii.empty()) return mask_pii_range(session.text, t.begin, t.end, pii);
+    }
     return session.text.substr(t.begin, t.end - t.begin);
 }
 
