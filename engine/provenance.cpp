@@ -1,5 +1,7 @@
 #include "engine/provenance.h"
 
+#include "engine/atomic_file.h"
+
 #include <sodium.h>
 #include <unistd.h>
 
@@ -575,6 +577,12 @@ ProvenanceRecord export_provenance(const Session& session, const std::string& se
     record.session.file_sha256 =
         hash_session_file && !session_path.empty() ? sha256_file_streamed(session_path) : "unknown";
     return record;
+}
+
+std::string write_provenance_beside(const std::string& file, const ProvenanceRecord& record) {
+    const std::string path = file + ".provenance.json";
+    write_file_atomically(path, provenance_to_json(record).dump(2, ' ', false, json::error_handler_t::replace) + "\n");
+    return path;
 }
 
 AttentionArrayRecord& add_row_array(ProvenanceRecord& record, const std::string& id, int layer, int head,

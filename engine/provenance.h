@@ -207,6 +207,10 @@ nlohmann::json session_provenance_for_save(const Session& session);
 // file's SHA-256 when hash_session_file is set (2.5–3 s per GB here; see README).
 ProvenanceRecord export_provenance(const Session& session, const std::string& session_path, bool hash_session_file = true);
 
+// Writes `record` as FILE.provenance.json beside an exported file (atomically) and returns that path:
+// every export carries its record, signed (engine/signing.h sign_file) or not.
+std::string write_provenance_beside(const std::string& file, const ProvenanceRecord& record);
+
 // Records one array (hashing its values) and returns a reference to it.
 AttentionArrayRecord& add_row_array(ProvenanceRecord& record, const std::string& id, int layer, int head,
                                     int64_t query, std::span<const float> values, const std::string& file = {});

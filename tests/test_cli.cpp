@@ -106,6 +106,14 @@ TEST_CASE("capture, inspect and tile on the default model", "[cli]") {
     r = run("tile " + session.string() + " --layer 2 --head 5 --level 0 --x 0 --y 0 --npy " + npy.string() +
             " --png " + png.string());
     REQUIRE(r.exit_code == 0);
+    // Unsigned exports still carry their provenance record: the tile's array and its hash.
+    for (const fs::path& file : {npy, png}) {
+        const nlohmann::json record = nlohmann::json::parse(attn::testing::read_file_string(file.string() + ".provenance.json"));
+        CHECK(record["exhibits"][0]["file"] == file.filename().string());
+        REQUIRE(record["arrays"].size() == 1);
+        CHECK(record["arrays"][0]["kind"] == "tile_sum");
+        CHECK(record["arrays"][0]["sha256"].get<std::string>().size() == 64);
+    }
     std::ifstream in(npy, std::ios::binary);
     std::string bytes(std::istreambuf_iterator<char>(in), {});
     REQUIRE(bytes.substr(0, 6) == "\x93NUMPY");

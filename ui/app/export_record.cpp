@@ -5,7 +5,6 @@
 #include <mutex>
 #include <tuple>
 
-#include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "engine/signing.h"
 
@@ -42,9 +41,7 @@ std::string record_export(const DebuggerModel& model, const std::string& file, E
     record.privacy.pii_masking = model.mask_pii;
     exhibit.file = std::filesystem::path(file).filename().string();
     record.exhibits.push_back(std::move(exhibit));
-    const std::string record_path = file + ".provenance.json";
-    write_file_atomically(record_path, provenance_to_json(record).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
-    std::string written = record_path;
+    std::string written = write_provenance_beside(file, record);
     if (model.export_key) written += "\n" + sign_file(file, record, *model.export_key);
     return written;
 }

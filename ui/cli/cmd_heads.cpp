@@ -156,7 +156,7 @@ struct HeadsCommand {
         const std::vector<HeadFingerprint> heads = fingerprints.all();
         if (!project.empty()) {
             print_projection(project_heads(source, session, heads, projection_options));
-            if (key) sign_projection(session, *key);
+            if (!out.empty()) record_projection(session, key ? &*key : nullptr);
             return;
         }
 
@@ -244,14 +244,17 @@ struct HeadsCommand {
         std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
 
-    void sign_projection(const Session& session, const SigningKey& key) const {
+    // The written projection gets its provenance record (FILE.provenance.json); with --sign also FILE.sig.json.
+    void record_projection(const Session& session, const SigningKey* key) const {
         ProvenanceRecord record = export_provenance(session, path);
         record.exhibits.push_back({"projection", "projection", -1, -1, -1, -1,
                                    std::filesystem::path(out).filename().string(),
                                    cat(project, " of every head's ", features, " (k ", k, ", seed ", seed, ", rows ", rows,
                                        ", window ", window, ")")});
-        const std::string written = sign_file(out, record, key);
-        std::printf("signed %s with key %s: %s\n", out.c_str(), key.public_key.key_id.c_str(), written.c_str());
+        write_provenance_beside(out, record);
+        if (!key) return;
+        const std::string written = sign_file(out, record, *key);
+        std::printf("signed %s with key %s: %s\n", out.c_str(), key->public_key.key_id.c_str(), written.c_str());
     }
 
     void print_projection(const HeadProjection& projection) const {

@@ -39,15 +39,16 @@ struct TileCommand {
         if (!png.empty())
             write_heatmap_png(png, values, Tile::kEdge, Tile::kEdge, tile.valid_rows, tile.valid_cols);
         if (noise) print_dp_notice(*noise);
-        if (key) sign_outputs(session, exact, noise, *key);
+        record_outputs(session, exact, noise, key ? &*key : nullptr);
         std::fprintf(stderr, "tile layer %d head %d level %d (%lld, %lld): %d×%d cells cover tokens; wrote %s%s%s\n",
                      request.layer, request.head, request.level, static_cast<long long>(request.tx),
                      static_cast<long long>(request.ty), tile.valid_rows, tile.valid_cols, npy.c_str(),
                      npy.empty() || png.empty() ? "" : " and ", png.c_str());
     }
 
-    void sign_outputs(const Session& session, const std::vector<float>& exact, const std::optional<DpNoiseReport>& noise,
-                      const SigningKey& key) const {
+    // Every output gets its provenance record (FILE.provenance.json); with --sign also FILE.sig.json.
+    void record_outputs(const Session& session, const std::vector<float>& exact, const std::optional<DpNoiseReport>& noise,
+                        const SigningKey* key) const {
         ProvenanceRecord record = export_provenance(session, path);
         const std::string npy_name = npy.empty() ? "" : std::filesystem::path(npy).filename().string();
         AttentionArrayRecord& array = add_tile_array(record, "tile", request, aggregate == "max", exact, npy_name);
@@ -63,8 +64,10 @@ struct TileCommand {
                                          std::filesystem::path(file).filename().string(),
                                          cat("level ", request.level, " tile (", request.tx, ", ", request.ty, "), ",
                                              aggregate, " per cell", noise ? ", with differential-privacy noise" : "")});
-            const std::string written = sign_file(file, for_file, key);
-            std::fprintf(stderr, "signed %s with key %s: %s\n", file.c_str(), key.public_key.key_id.c_str(), written.c_str());
+            write_provenance_beside(file, for_file);
+            if (!key) continue;
+            const std::string written = sign_file(file, for_file, *key);
+            std::fprintf(stderr, "signed %s with key %s: %s\n", file.c_str(), key->public_key.key_id.c_str(), written.c_str());
         }
     }
 };
