@@ -12,7 +12,7 @@ packages=(build-essential cmake ninja-build pkg-config python3 python3-pip
           # syntax (link-grammar + its English dictionary), TOML rule and ontology files
           liblink-grammar-dev link-grammar-dictionaries-en libtomlplusplus-dev
           # the debugger: Vulkan (lavapipe renders on machines without a GPU), GLFW, ImGui, fonts, Xvfb for tests
-          libvulkan-dev vulkan-validationlayers mesa-vulkan-drivers glslc libglfw3-dev libimgui-dev
+          libvulkan-dev vulkan-validationlayers mesa-vulkan-drivers glslc libglfw3-dev libimgui-dev libxcb-shm0-dev
           fonts-dejavu-core fonts-noto-cjk xvfb xauth)
 missing=()
 for p in "${packages[@]}"; do

@@ -77,6 +77,7 @@ AppWindow::AppWindow(const AppWindowOptions& options) : options_(options) {
     if (!required) throw NoDisplayError(cat("GLFW cannot create Vulkan surfaces here (", g_glfw_error, "); use --headless"));
     vk.instance_extensions.assign(required, required + count);
     vk.device_extensions = {VK_KHR_SWAPCHAIN_EXTENSION_NAME};
+    if (options.present != PresentPath::Swapchain) vk.optional_device_extensions = {kShmPresenterDeviceExtension};
     context_ = std::make_unique<render::VulkanContext>(vk);
 
     float xs = 1, ys = 1;
@@ -84,7 +85,15 @@ AppWindow::AppWindow(const AppWindowOptions& options) : options_(options) {
     reported_scale_ = std::max(xs, ys);
     scale_ = std::clamp(reported_scale_, 0.5f, 4.f);
 
-    create_surface_and_check_present();
+    open_presenter();
+    if (presenter_) {
+        format_ = {ShmPresenter::format(), VK_COLOR_SPACE_SRGB_NONLINEAR_KHR};
+        glfwSetWindowUserPointer(window_, this);
+        glfwSetWindowRefreshCallback(window_, &AppWindow::on_window_refresh);
+    } else {
+        create_surface_and_check_present();
+    }
+    check_blit_support();
     create_render_pass();  // needs only the surface format; the swapchain's framebuffers need it
     create_swapchain();
 
@@ -112,6 +121,7 @@ AppWindow::~AppWindow() {
     if (context_) {
         VkDevice device = context_->device();
         vkDeviceWaitIdle(device);
+        presenter_.reset();  // its thread and segments, before the window and the device go
         if (imgui_vulkan_) ImGui_ImplVulkan_Shutdown();
         if (imgui_glfw_) ImGui_ImplGlfw_Shutdown();
         if (ImGui::GetCurrentContext()) ImGui::DestroyContext();
@@ -170,7 +180,30 @@ void AppWindow::create_surface_and_check_present() {
             }
     }
 
-    // The map is blitted from the renderer's RGBA8 target into the swapchain image.
+}
+
+void AppWindow::open_presenter() {
+    const bool cpu = context_->properties().deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    if (options_.present == PresentPath::Swapchain || (options_.present == PresentPath::Auto && !cpu)) {
+        present_note_ = "swapchain";
+        return;
+    }
+    std::string why_not;
+    presenter_ = ShmPresenter::open(*context_, window_, static_cast<int>(kFramesInFlight), why_not);
+    if (presenter_) {
+        present_note_ = "x11-shm";
+        return;
+    }
+    if (options_.present == PresentPath::SharedMemory) fail("--present x11-shm: ", why_not);
+    present_note_ = cat("swapchain (x11-shm: ", why_not, ")");
+}
+
+void AppWindow::on_window_refresh(GLFWwindow* window) {
+    if (auto* self = static_cast<AppWindow*>(glfwGetWindowUserPointer(window))) self->put_whole_ = true;
+}
+
+void AppWindow::check_blit_support() {
+    // The map is blitted from the renderer's RGBA8 target into the canvas.
     VkFormatProperties src{}, dst{};
     vkGetPhysicalDeviceFormatProperties(context_->physical_device(), VK_FORMAT_R8G8B8A8_UNORM, &src);
     vkGetPhysicalDeviceFormatProperties(context_->physical_device(), format_.format, &dst);
@@ -179,6 +212,20 @@ void AppWindow::create_surface_and_check_present() {
 }
 
 void AppWindow::create_swapchain() {
+    if (presenter_) {
+        int fb_w = 0, fb_h = 0;
+        glfwGetFramebufferSize(window_, &fb_w, &fb_h);
+        extent_ = {static_cast<uint32_t>(std::max(fb_w, 1)), static_cast<uint32_t>(std::max(fb_h, 1))};
+        presenter_->resize(extent_);
+        min_image_count_ = 2;
+        put_whole_ = true;
+    } else {
+        create_vulkan_swapchain();
+    }
+    create_canvas();
+}
+
+void AppWindow::create_vulkan_swapchain() {
     VkSurfaceCapabilitiesKHR caps{};
     ATTN_VK(vkGetPhysicalDeviceSurfaceCapabilitiesKHR(context_->physical_device(), surface_, &caps));
     const VkImageUsageFlags usage =
@@ -235,6 +282,10 @@ void AppWindow::create_swapchain() {
         ATTN_VK(vkCreateSemaphore(device, &sem_info, nullptr, &sem));
         render_complete_.push_back(sem);
     }
+}
+
+void AppWindow::create_canvas() {
+    VkDevice device = context_->device();
     // The canvas keeps the last frame's pixels: a frame redraws only its damaged rectangles there,
     // then copies the canvas into the swapchain image (whose old contents Vulkan does not promise).
     canvas_ = context_->create_image(format_.format, extent_.width, extent_.height, 1,
@@ -271,6 +322,7 @@ void AppWindow::recreate_swapchain() {
         glfwGetFramebufferSize(window_, &w, &h);
     }
     if (w == 0 || h == 0) return;
+    if (presenter_) presenter_->wait_idle();
     ATTN_VK(vkDeviceWaitIdle(context_->device()));
     destroy_swapchain_views();
     create_swapchain();
@@ -376,7 +428,8 @@ void AppWindow::init_imgui_vulkan() {
     init.DescriptorPool = imgui_pool_;
     init.Subpass = 0;
     init.MinImageCount = min_image_count_;
-    init.ImageCount = static_cast<uint32_t>(images_.size());
+    // ImGui cycles its vertex buffers over ImageCount frames; a frame slot is free before it records.
+    init.ImageCount = std::max(static_cast<uint32_t>(images_.size()), kFramesInFlight);
     init.MSAASamples = VK_SAMPLE_COUNT_1_BIT;
     init.Allocator = nullptr;
     init.CheckVkResultFn = check_imgui_vk;
@@ -453,28 +506,42 @@ bool AppWindow::end_frame(const PreRecord& pre, std::span<const UnderLayer> laye
     auto phase = Clock::now();
     ImGui::Render();
     ImDrawData* draw_data = ImGui::GetDrawData();
+    const bool screenshot = !screenshot_path.empty();
+    if (presenter_ && !screenshot && !presenter_->slot_free(static_cast<int>(frame_index_))) {
+        // x11-shm: the rasteriser or the X server is still on the frames before. Rather than wait,
+        // the UI thread skips drawing this one; the damage stays against the last drawn frame, so
+        // the next drawn frame carries this one's changes too.
+        last_timing_ = {};
+        last_timing_.deferred = true;
+        return true;
+    }
     if (options_.full_redraw) damage_.invalidate();
     const std::vector<VkRect2D> damage = damage_.update(*draw_data, layers, extent_);
     last_timing_ = {};
     last_timing_.damage_ms = ms_since(phase);
     last_timing_.damaged_fraction = damage_.damaged_fraction();
-    const bool screenshot = !screenshot_path.empty();
+    // x11-shm: an exposed window (or a new one) is sent whole, even if nothing changed.
+    const bool put_whole = presenter_ && put_whole_;
     // Nothing changed on screen: the window keeps showing the last presented image.
-    if (damage.empty() && !screenshot) return true;
+    if (damage.empty() && !screenshot && !put_whole) return true;
 
     phase = Clock::now();
     VkDevice device = context_->device();
     Frame& frame = frames_[frame_index_];
-    ATTN_VK(vkWaitForFences(device, 1, &frame.fence, VK_TRUE, UINT64_MAX));
     uint32_t image_index = 0;
-    const VkResult acquired =
-        vkAcquireNextImageKHR(device, swapchain_, UINT64_MAX, frame.image_acquired, VK_NULL_HANDLE, &image_index);
-    if (acquired == VK_ERROR_OUT_OF_DATE_KHR) {
-        recreate_swapchain();
-        return false;
+    if (presenter_) {
+        presenter_->wait_until_free(static_cast<int>(frame_index_));  // its put done, so its fence too
+    } else {
+        ATTN_VK(vkWaitForFences(device, 1, &frame.fence, VK_TRUE, UINT64_MAX));
+        const VkResult acquired =
+            vkAcquireNextImageKHR(device, swapchain_, UINT64_MAX, frame.image_acquired, VK_NULL_HANDLE, &image_index);
+        if (acquired == VK_ERROR_OUT_OF_DATE_KHR) {
+            recreate_swapchain();
+            return false;
+        }
+        if (acquired == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
+        else ATTN_VK(acquired);
     }
-    if (acquired == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
-    else ATTN_VK(acquired);
     ATTN_VK(vkResetFences(device, 1, &frame.fence));
     last_timing_.wait_ms = ms_since(phase);
     phase = Clock::now();
@@ -531,20 +598,28 @@ bool AppWindow::end_frame(const PreRecord& pre, std::span<const UnderLayer> laye
         vkCmdEndRenderPass(cmd);
     }
 
-    // The canvas into the swapchain image.
-    VkImage image = images_[image_index];
     image_barrier(canvas_.image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL,
                   VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT, VK_ACCESS_TRANSFER_READ_BIT,
                   VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT);
-    image_barrier(image, VK_IMAGE_LAYOUT_UNDEFINED, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 0, VK_ACCESS_TRANSFER_WRITE_BIT,
-                  VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT);
-    VkImageCopy copy{};
-    copy.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
-    copy.dstSubresource = copy.srcSubresource;
-    copy.extent = {extent_.width, extent_.height, 1};
-    vkCmdCopyImage(cmd, canvas_.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1, &copy);
-    image_barrier(image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_PRESENT_SRC_KHR, VK_ACCESS_TRANSFER_WRITE_BIT, 0,
-                  VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT);
+    std::vector<VkRect2D> put_rects;
+    if (presenter_) {
+        // What changed, out of the canvas into the frame's shared-memory segment.
+        put_rects = put_whole ? std::vector<VkRect2D>{VkRect2D{{0, 0}, extent_}} : damage;
+        presenter_->record_copy(cmd, canvas_.image, static_cast<int>(frame_index_), put_rects);
+    } else {
+        // The canvas into the swapchain image.
+        VkImage image = images_[image_index];
+        image_barrier(image, VK_IMAGE_LAYOUT_UNDEFINED, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 0, VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT);
+        VkImageCopy copy{};
+        copy.srcSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
+        copy.dstSubresource = copy.srcSubresource;
+        copy.extent = {extent_.width, extent_.height, 1};
+        vkCmdCopyImage(cmd, canvas_.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1,
+                       &copy);
+        image_barrier(image, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_PRESENT_SRC_KHR, VK_ACCESS_TRANSFER_WRITE_BIT,
+                      0, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT);
+    }
 
     if (screenshot) {
         const VkDeviceSize bytes = VkDeviceSize(extent_.width) * extent_.height * 4;
@@ -568,13 +643,15 @@ bool AppWindow::end_frame(const PreRecord& pre, std::span<const UnderLayer> laye
 
     const VkPipelineStageFlags wait_stage = VK_PIPELINE_STAGE_TRANSFER_BIT;
     VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-    submit.waitSemaphoreCount = 1;
-    submit.pWaitSemaphores = &frame.image_acquired;
-    submit.pWaitDstStageMask = &wait_stage;
     submit.commandBufferCount = 1;
     submit.pCommandBuffers = &cmd;
-    submit.signalSemaphoreCount = 1;
-    submit.pSignalSemaphores = &render_complete_[image_index];
+    if (!presenter_) {
+        submit.waitSemaphoreCount = 1;
+        submit.pWaitSemaphores = &frame.image_acquired;
+        submit.pWaitDstStageMask = &wait_stage;
+        submit.signalSemaphoreCount = 1;
+        submit.pSignalSemaphores = &render_complete_[image_index];
+    }
     ATTN_VK(vkQueueSubmit(context_->queue(), 1, &submit, frame.fence));
     last_timing_.record_submit_ms = ms_since(phase);
 
@@ -584,20 +661,31 @@ bool AppWindow::end_frame(const PreRecord& pre, std::span<const UnderLayer> laye
     }
 
     phase = Clock::now();
-    VkPresentInfoKHR present{VK_STRUCTURE_TYPE_PRESENT_INFO_KHR};
-    present.waitSemaphoreCount = 1;
-    present.pWaitSemaphores = &render_complete_[image_index];
-    present.swapchainCount = 1;
-    present.pSwapchains = &swapchain_;
-    present.pImageIndices = &image_index;
-    const VkResult presented = vkQueuePresentKHR(context_->queue(), &present);
-    if (presented == VK_ERROR_OUT_OF_DATE_KHR || presented == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
-    else ATTN_VK(presented);
+    if (presenter_) {
+        // The put thread sends the rectangles once the GPU is done; the UI thread goes on.
+        presenter_->queue_put(static_cast<int>(frame_index_), frame.fence, std::move(put_rects));
+        put_whole_ = false;
+    } else {
+        VkPresentInfoKHR present{VK_STRUCTURE_TYPE_PRESENT_INFO_KHR};
+        present.waitSemaphoreCount = 1;
+        present.pWaitSemaphores = &render_complete_[image_index];
+        present.swapchainCount = 1;
+        present.pSwapchains = &swapchain_;
+        present.pImageIndices = &image_index;
+        const VkResult presented = vkQueuePresentKHR(context_->queue(), &present);
+        if (presented == VK_ERROR_OUT_OF_DATE_KHR || presented == VK_SUBOPTIMAL_KHR) swapchain_dirty_ = true;
+        else ATTN_VK(presented);
+    }
     last_timing_.present_ms = ms_since(phase);
     last_timing_.drawn = true;
     frame_index_ = (frame_index_ + 1) % kFramesInFlight;
     ++frames_presented_;
     return true;
+}
+
+void AppWindow::wait_presented() {
+    if (presenter_) presenter_->wait_idle();
+    else ATTN_VK(vkQueueWaitIdle(context_->queue()));
 }
 
 void AppWindow::write_screenshot(const std::string& path) {

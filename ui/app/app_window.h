@@ -23,6 +23,7 @@
 
 #include "engine/error.h"
 #include "ui/app/frame_damage.h"
+#include "ui/app/shm_presenter.h"
 #include "ui/render/vulkan_context.h"
 
 struct GLFWwindow;
@@ -44,6 +45,9 @@ struct AppWindowOptions {
     bool vsync = true;           // FIFO; false prefers MAILBOX, then IMMEDIATE
     float base_font_px = 15.f;   // before the content scale
     bool full_redraw = false;    // every frame drawn whole and presented (no frame damage: for comparison)
+    // How frames reach the window: Auto uses X11 shared memory (shm_presenter.h) when the Vulkan
+    // device renders on the CPU and the window allows it, the swapchain otherwise.
+    PresentPath present = PresentPath::Auto;
 };
 
 // GLFW for the lifetime of the object: checks $DISPLAY / $WAYLAND_DISPLAY, then glfwInit; throws
@@ -73,6 +77,9 @@ public:
     void set_content_scale(float scale);
     int content_scale_changes() const { return scale_changes_; }
     VkFormat swapchain_format() const { return format_.format; }
+    // "x11-shm", or "swapchain" (with why shared memory was not used, where it was considered).
+    const std::string& present_note() const { return present_note_; }
+    bool presents_through_shared_memory() const { return presenter_ != nullptr; }
     VkExtent2D extent() const { return extent_; }
 
     bool should_close() const;
@@ -100,12 +107,14 @@ public:
     float framebuffer_scale_y() const;
 
     // Where the last end_frame's time went on the calling thread: waiting for a frame slot and a
-    // swapchain image (the renderer still busy with earlier frames), recording and submitting, and
-    // presenting (on lavapipe under X11 the image is copied to the X server here).
+    // swapchain image (the renderer, or with x11-shm the put thread, still busy with earlier
+    // frames), recording and submitting, and presenting (through lavapipe's swapchain under X11
+    // the whole image is copied to the X server here; x11-shm only queues the put).
     struct FrameTiming {
         double damage_ms = 0, wait_ms = 0, record_submit_ms = 0, present_ms = 0;
         double damaged_fraction = 0;  // of the framebuffer's area redrawn
         bool drawn = false;           // false: nothing changed, nothing was drawn or presented
+        bool deferred = false;        // x11-shm: not drawn because every frame slot was busy (drawn later)
     };
     const FrameTiming& last_timing() const { return last_timing_; }
 
@@ -114,6 +123,11 @@ public:
     bool blit_supported() const { return blit_supported_; }
     const std::string& font_note() const { return font_note_; }
     uint64_t frames_presented() const { return frames_presented_; }
+    // Whether the caller must pace drawn frames to the refresh rate itself: with vsync on, the
+    // swapchain's FIFO does it; x11-shm has no vertical blank to wait for.
+    bool needs_pacing() const { return presenter_ && options_.vsync; }
+    // Blocks until every frame drawn so far has been handed to the window system (tests).
+    void wait_presented();
 
 private:
     struct Frame {
@@ -123,7 +137,12 @@ private:
     };
 
     void create_surface_and_check_present();
-    void create_swapchain();
+    void check_blit_support();
+    void open_presenter();
+    static void on_window_refresh(GLFWwindow* window);
+    void create_swapchain();  // the swapchain, or the presenter's segments; then the canvas
+    void create_vulkan_swapchain();
+    void create_canvas();
     void destroy_swapchain_views();
     void recreate_swapchain();
     void create_render_pass();
@@ -155,7 +174,7 @@ private:
     VkRenderPass render_pass_ = VK_NULL_HANDLE;
     VkDescriptorPool imgui_pool_ = VK_NULL_HANDLE;
     VkCommandPool command_pool_ = VK_NULL_HANDLE;
-    static constexpr uint32_t kFramesInFlight = 2;
+    static constexpr uint32_t kFramesInFlight = 3;
     Frame frames_[kFramesInFlight];
     uint32_t frame_index_ = 0;
     bool swapchain_dirty_ = false;
@@ -164,6 +183,9 @@ private:
     std::string font_note_;
     uint64_t frames_presented_ = 0;
     FrameTiming last_timing_;
+    std::unique_ptr<ShmPresenter> presenter_;  // null: the swapchain presents
+    bool put_whole_ = true;                    // x11-shm: the window was exposed; send it all next frame
+    std::string present_note_;
 
     render::GpuBuffer screenshot_buffer_;
 };

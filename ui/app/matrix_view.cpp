@@ -88,9 +88,14 @@ void MatrixView::draw(float fb_x, float fb_y) {
     handle_input(fb_x, fb_y);
 
     if (renderer_->extent() != extent_) renderer_->set_extent(extent_);
-    stats_ = renderer_->render(view_, model_.settings);
-    if (stats_.rendered || !have_frame_) ++content_version_;
-    have_frame_ = true;
+    // While the GPU still draws the last image (lavapipe shares the CPU with the model), the view
+    // keeps showing it and renders on a later frame: the UI thread does not wait for the rasteriser.
+    render_deferred_ = have_frame_ && renderer_->asynchronous() && renderer_->gpu_busy();
+    if (!render_deferred_) {
+        stats_ = renderer_->render(view_, model_.settings);
+        if (stats_.rendered || !have_frame_) ++content_version_;
+        have_frame_ = true;
+    }
     draw_overlays(fb_x, fb_y);
 }
 

@@ -57,7 +57,9 @@ public:
     // The colour range on screen (the renderer's, kept across frames that were not re-rendered).
     render::ColorRange range() const { return renderer_ ? renderer_->current_range() : render::ColorRange{}; }
     render::TileCache& cache() { return *cache_; }
-    bool busy() const { return cache_->busy() || !stats_.all_exact(); }
+    bool busy() const { return cache_->busy() || !stats_.all_exact() || render_deferred_; }
+    // The image on screen is the current view's, from exact tiles only (screenshots wait for it).
+    bool exact() const { return !render_deferred_ && stats_.all_exact(); }
 
     // Scripts: hover as if the mouse were at pixel (px, py) (framebuffer pixels in the view).
     void set_scripted_hover(std::optional<std::pair<double, double>> pixel) { scripted_hover_ = pixel; }
@@ -107,6 +109,7 @@ private:
     bool fitted_ = false;
     bool have_frame_ = false;
     uint64_t content_version_ = 0;  // bumped whenever the renderer draws a new image
+    bool render_deferred_ = false;  // the last draw() skipped rendering: the GPU was busy with the one before
 
     // The view's rectangle: ImGui (screen) units, and framebuffer pixels for the blit.
     float x0_ = 0, y0_ = 0, w_ = 0, h_ = 0;

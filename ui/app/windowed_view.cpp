@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "engine/error.h"
@@ -403,9 +404,9 @@ public:
             return;
         }
         if (wait_exact_) {
-            bool exact = !d.map || d.map->stats().all_exact();
+            bool exact = !d.map || d.map->exact();
             if (d.centre == Centre::Compare)
-                for (const auto& view : d.compare.views) exact = exact && view->stats().all_exact();
+                for (const auto& view : d.compare.views) exact = exact && view->exact();
             if (!exact && std::chrono::steady_clock::now() < deadline_) return;
             wait_exact_ = false;
         }
@@ -781,6 +782,7 @@ int run(const WindowedViewOptions& options) {
                                 (ATTNSCOPE_VALIDATION_LAYER_DEFAULT && !(env && std::string(env) == "0"));
     window_options.vsync = options.vsync;
     window_options.full_redraw = options.full_redraw;
+    window_options.present = parse_present_path(options.present);
     AppWindow window(window_options);
     // The views hold Vulkan objects and a diff may be computing on a worker: all go before the window.
     struct ReleaseViews {
@@ -861,7 +863,8 @@ int run(const WindowedViewOptions& options) {
     // that wherever the display put it no tooltip or hover lands in the script's screenshots.
     if (!actions.empty()) glfwSetCursorPos(window.window(), width - 2, height - 2);
     ScriptDriver script(std::move(actions));
-    std::fprintf(stderr, "attnscope: %s, %s; validation %s; fonts: %s\n", context.device_description().c_str(),
+    std::fprintf(stderr, "attnscope: %s, presenting through %s, %s; validation %s; fonts: %s\n",
+                 context.device_description().c_str(), window.present_note().c_str(),
                  source_name.c_str(), context.validation_enabled() ? "on" : "off", window.font_note().c_str());
     if (!options.sequence_dir.empty()) std::filesystem::create_directories(options.sequence_dir);
 
@@ -878,11 +881,16 @@ int run(const WindowedViewOptions& options) {
     // A frame that drew nothing (frame_damage.h) is followed by the next one only after input or
     // one refresh interval, so an unchanged window costs no CPU the model could use.
     const double refresh_interval_s = 1.0 / std::max(30, window.refresh_rate_hz());
+    const double pacing_interval_s = 1.0 / (window.refresh_rate_hz() > 0 ? window.refresh_rate_hz() : 60);
     auto previous_start = std::chrono::steady_clock::now();
     for (;;) {
         if (frames > 0 && !window.last_timing().drawn) {
             const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - previous_start).count();
             if (waited < refresh_interval_s) window.wait_events(refresh_interval_s - waited);
+        } else if (frames > 0 && window.needs_pacing()) {
+            // Drawn frames no faster than the display shows them: the CPU left is the model's.
+            std::this_thread::sleep_until(previous_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                               std::chrono::duration<double>(pacing_interval_s)));
         }
         const auto start = std::chrono::steady_clock::now();
         previous_start = start;
@@ -1057,9 +1065,12 @@ int run(const WindowedViewOptions& options) {
 
         const float map_w = io.DisplaySize.x - side - right;
         // The waterfall (step × key) takes the lower third of the map's area once there are steps.
-        const bool waterfall_shown =
-            d.model && d.waterfall && d.show_waterfall && d.centre == Centre::Map && d.model->steps() > 0;
-        const float waterfall_h = waterfall_shown ? std::round((io.DisplaySize.y - strip_h) * 0.34f) : 0.f;
+        // A live run keeps the waterfall's room from the start, so that the map does not change size
+        // (a new renderer, a device wait and a full redraw) just as the first step arrives.
+        const bool waterfall_room = d.model && d.waterfall && d.show_waterfall && d.centre == Centre::Map &&
+                                    (d.model->steps() > 0 || runner);
+        const bool waterfall_shown = waterfall_room && d.model->steps() > 0;
+        const float waterfall_h = waterfall_room ? std::round((io.DisplaySize.y - strip_h) * 0.34f) : 0.f;
         const float centre_h = io.DisplaySize.y - strip_h - waterfall_h;
         d.fb_x = window.framebuffer_scale_x();
         d.fb_y = window.framebuffer_scale_y();
@@ -1147,15 +1158,16 @@ int run(const WindowedViewOptions& options) {
                 ImGui::ProgressBar(float(status.prefill_done) / float(status.prefill_total), ImVec2(-1, 0));
         }
         ImGui::End();
-        if (waterfall_shown) {
+        if (waterfall_room) {
             ImGui::SetNextWindowPos(ImVec2(side, io.DisplaySize.y - strip_h - waterfall_h));
             ImGui::SetNextWindowSize(ImVec2(map_w, waterfall_h));
             ImGui::Begin("Waterfall", nullptr,
-                         fixed | ImGuiWindowFlags_NoBackground | ImGuiWindowFlags_NoTitleBar | ImGuiWindowFlags_NoScrollbar |
-                             ImGuiWindowFlags_NoScrollWithMouse);
+                         fixed | (waterfall_shown ? ImGuiWindowFlags_NoBackground : 0) | ImGuiWindowFlags_NoTitleBar |
+                             ImGuiWindowFlags_NoScrollbar | ImGuiWindowFlags_NoScrollWithMouse);
             ImGui::TextDisabled("waterfall: decode step × key, layer %d head %d   wheel: zoom (shift: keys, ctrl: steps)   click: go to step",
                                 d.model->settings.layer, d.model->settings.head);
-            d.waterfall->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            if (waterfall_shown) d.waterfall->draw(window.framebuffer_scale_x(), window.framebuffer_scale_y());
+            else ImGui::TextDisabled("one row per decoded step, from the first step on");
             ImGui::End();
         }
 
@@ -1184,8 +1196,8 @@ int run(const WindowedViewOptions& options) {
         if ((script_shot || d.text.png_request) && shot_deadline == std::chrono::steady_clock::time_point::max())
             shot_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
         const bool late = std::chrono::steady_clock::now() > shot_deadline;
-        const bool map_settled = ((!d.map || d.map->stats().all_exact() || !d.map->busy()) &&
-                                  (!waterfall_shown || d.waterfall->stats().all_exact() || !d.waterfall->busy()) && centre_settled) ||
+        const bool map_settled = ((!d.map || d.map->exact() || !d.map->busy()) &&
+                                  (!waterfall_shown || d.waterfall->exact() || !d.waterfall->busy()) && centre_settled) ||
                                  late;
         const bool frames_done = options.frames <= 0 || frames + 1 >= static_cast<uint64_t>(options.frames);
         bool crop_shot = false;
@@ -1202,7 +1214,7 @@ int run(const WindowedViewOptions& options) {
             // The final screenshot shows exact tiles unless they take longer than a minute.
             if (final_deadline == std::chrono::steady_clock::time_point::max())
                 final_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-            if ((d.map && d.map->stats().all_exact()) || std::chrono::steady_clock::now() > final_deadline) {
+            if ((d.map && d.map->exact()) || std::chrono::steady_clock::now() > final_deadline) {
                 shot = options.screenshot;
                 final_shot_done = true;
             }
@@ -1251,6 +1263,7 @@ int run(const WindowedViewOptions& options) {
             options.report->wait_ms.push_back(window.last_timing().wait_ms);
             options.report->present_ms.push_back(window.last_timing().present_ms);
             options.report->frame_drawn.push_back(window.last_timing().drawn ? 1 : 0);
+            options.report->frame_deferred.push_back(window.last_timing().deferred ? 1 : 0);
             options.report->damaged_fraction.push_back(window.last_timing().damaged_fraction);
             options.report->frame_live_busy.push_back(live_busy ? 1 : 0);
             options.report->live_steps = status.steps;
@@ -1271,6 +1284,7 @@ int run(const WindowedViewOptions& options) {
         options.report->validation = context.validation_enabled();
         options.report->validation_errors = errors;
         options.report->device = context.device_description();
+        options.report->present = window.present_note();
     }
     if (context.validation_enabled()) {
         std::fprintf(stderr, "attnscope: %llu frames; validation: %zu error(s)\n", static_cast<unsigned long long>(frames),

@@ -18,12 +18,14 @@ struct WindowedViewReport {
     bool validation = false;
     std::vector<std::string> validation_errors;
     std::string device;
+    std::string present;     // how frames reached the window (AppWindow::present_note)
     std::string screenshot;  // written, if one was asked for
     std::vector<double> frame_ms;  // every frame's time on the UI thread (bench render --live)
     std::vector<double> build_ms;  // of which: syncing with the runner and building the UI (the rest renders and presents)
     std::vector<double> wait_ms, present_ms;  // … waiting for a frame slot and image, and presenting
     std::vector<uint8_t> frame_live_busy;  // 1 where the live model was prefilling or decoding meanwhile
     std::vector<uint8_t> frame_drawn;      // 1 where something changed and the frame was drawn and presented
+    std::vector<uint8_t> frame_deferred;   // 1 where drawing waited for a later frame (x11-shm: every slot busy)
     std::vector<double> damaged_fraction;  // share of the window redrawn (frame_damage.h)
     int64_t live_steps = 0;        // steps the live run made
     float content_scale = 1.f;     // at the end (a script's 'dpi S' or the monitor changes it)
@@ -57,6 +59,7 @@ struct WindowedViewOptions {
     bool vsync = true;
     std::string export_key_path;       // sign every export with this key (attnscope keygen)
     bool full_redraw = false;          // redraw and present every frame whole (no frame damage)
+    std::string present = "auto";      // auto, swapchain or x11-shm (app_window.h)
     WindowedViewReport* report = nullptr;  // filled on return, if given
     // Tests: called before each frame with the GLFWwindow* and the frame number (e.g. to resize).
     std::function<void(void* glfw_window, uint64_t frame)> frame_hook;

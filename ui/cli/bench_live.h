@@ -12,6 +12,7 @@ struct LiveBenchOptions {
     bool json_only = false;
     std::string runtime_priority = "background";  // normal, low or background (the model's threads)
     bool full_redraw = false;  // every frame drawn whole (as before frame damage): for comparison
+    std::string present = "auto";  // auto, swapchain or x11-shm
 };
 
 // Frame times of the whole debugger while the cpu backend decodes live (see bench_live.cpp).

@@ -43,6 +43,7 @@ struct BenchRenderCommand {
     int live_tokens = 48;
     std::string runtime_priority = "background";
     bool full_redraw = false;
+    std::string present = "auto";
 
     void run() const {
         if (live) {
@@ -54,6 +55,7 @@ struct BenchRenderCommand {
             options.json_only = json_only;
             options.runtime_priority = runtime_priority;
             options.full_redraw = full_redraw;
+            options.present = present;
             run_live_render_bench(options);
             return;
 #else
@@ -234,6 +236,8 @@ void add_bench_render_command(CLI::App& bench) {
                        "--live: the model's threads: normal, low (nice 10) or background (SCHED_IDLE, the default)");
     render->add_flag("--full-redraw", cmd->full_redraw,
                      "--live: draw and present every frame whole, not only what changed (for comparison)");
+    render->add_option("--present", cmd->present,
+                       "--live: auto, swapchain or x11-shm (X11 shared memory; auto uses it for CPU renderers)");
     render->callback([cmd] { cmd->run(); });
 #else
     CLI::App* render = bench.add_subcommand("render", "Vulkan renderer benchmark (not in this build)");

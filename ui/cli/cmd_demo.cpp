@@ -36,6 +36,7 @@ struct DemoCommand {
     std::string screenshot, sequence_dir;
     double steps_per_second = 3;
     int tokens = 24;
+    std::string present = "auto";
 
     void run() const {
         std::unique_ptr<app::PrivateDisplay> display;
@@ -62,6 +63,7 @@ struct DemoCommand {
         window.sequence_dir = sequence_dir;
         window.frames = headless ? std::max(frames, 1) : frames;
         window.layer = 0, window.head = 0;
+        window.present = present;
         const int rc = app::run_windowed_view(window);
         if (rc == 2) fail("demo: no display; run it with --headless to render to PNG files");
         if (rc != 0) throw CLI::RuntimeError(rc);
@@ -86,6 +88,7 @@ void add_demo_command(CLI::App& app) {
     demo->add_option("--frames", cmd->frames, "Quit after this many frames (headless: at least 1)")->check(CLI::NonNegativeNumber);
     demo->add_option("--screenshot", cmd->screenshot, "Write the last frame as a PNG");
     demo->add_option("--sequence", cmd->sequence_dir, "Also write every frame as DIR/NNNNN.png");
+    demo->add_option("--present", cmd->present, "auto, swapchain or x11-shm (X11 shared memory; auto: for CPU renderers)");
     demo->callback([cmd] { cmd->run(); });
 #else
     CLI::App* demo = app.add_subcommand("demo", "Demo mode (not in this build: no Vulkan/ImGui debugger)");

@@ -60,6 +60,7 @@ struct ViewCommand {
     bool no_pii_masking = false;
     std::string rules_path, ontology_path;
     bool full_redraw = false;
+    std::string present = "auto";
     std::string key_path;
     GenerationOptions capture;  // used when neither a session nor --synthetic is given
 
@@ -119,6 +120,7 @@ struct ViewCommand {
         window.rules_path = rules_path;
         window.ontology_path = ontology_path;
         window.full_redraw = full_redraw;
+        window.present = present;
         window.export_key_path = key_path;
         return window;
     }
@@ -288,6 +290,9 @@ void add_view_command(CLI::App& app) {
                      "each export always gets FILE.provenance.json");
     view->add_flag("--full-redraw", cmd->full_redraw,
                    "Window: draw and present every frame whole, not only what changed (for comparison)");
+    view->add_option("--present", cmd->present,
+                     "Window: auto, swapchain or x11-shm (X11 shared memory, only what changed; auto uses it when "
+                     "Vulkan renders on the CPU)");
 #ifdef ATTNSCOPE_HAVE_APP
     view->add_option("--record", cmd->record_path,
                      "Live decoding: the session file every step is appended to (default: the sessions cache's live.attn)");

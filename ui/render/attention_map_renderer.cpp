@@ -294,6 +294,14 @@ ColorRange AttentionMapRenderer::choose_range(const RenderSettings& settings, co
     return range;
 }
 
+bool AttentionMapRenderer::gpu_busy() const {
+    if (!pending_fence_) return false;
+    const VkResult status = vkGetFenceStatus(context_.device(), pending_fence_);
+    if (status == VK_NOT_READY) return true;
+    ATTN_VK(status);  // VK_ERROR_DEVICE_LOST
+    return false;
+}
+
 void AttentionMapRenderer::finish_pending() {
     if (!pending_fence_) return;
     VkDevice device = context_.device();

@@ -83,6 +83,9 @@ public:
     // the render pass's dependencies. Off by default: the headless runner and `bench render` time
     // render() as a whole frame, GPU included.
     void set_asynchronous(bool asynchronous) { asynchronous_ = asynchronous; }
+    bool asynchronous() const { return asynchronous_; }
+    // True while the last asynchronous render() is still on the GPU: a render() now would wait for it.
+    bool gpu_busy() const;
     // RGBA8 pixels of the last rendered frame, row-major from the top.
     std::vector<uint8_t> read_pixels();
     void write_png(const std::string& path);

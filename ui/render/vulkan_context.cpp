@@ -156,8 +156,22 @@ VulkanContext::VulkanContext(const VulkanContextOptions& options) {
     VkDeviceCreateInfo device_info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     device_info.queueCreateInfoCount = 1;
     device_info.pQueueCreateInfos = &queue_info;
-    device_info.enabledExtensionCount = static_cast<uint32_t>(options.device_extensions.size());
-    device_info.ppEnabledExtensionNames = options.device_extensions.data();
+    std::vector<const char*> device_extensions = options.device_extensions;
+    if (!options.optional_device_extensions.empty()) {
+        uint32_t count = 0;
+        ATTN_VK(vkEnumerateDeviceExtensionProperties(physical_device_, nullptr, &count, nullptr));
+        std::vector<VkExtensionProperties> available(count);
+        ATTN_VK(vkEnumerateDeviceExtensionProperties(physical_device_, nullptr, &count, available.data()));
+        for (const char* wanted : options.optional_device_extensions)
+            for (const VkExtensionProperties& e : available)
+                if (std::strcmp(e.extensionName, wanted) == 0) {
+                    device_extensions.push_back(wanted);
+                    break;
+                }
+    }
+    device_extensions_.assign(device_extensions.begin(), device_extensions.end());
+    device_info.enabledExtensionCount = static_cast<uint32_t>(device_extensions.size());
+    device_info.ppEnabledExtensionNames = device_extensions.data();
     ATTN_VK(vkCreateDevice(physical_device_, &device_info, nullptr, &device_));
     vkGetDeviceQueue(device_, queue_family_, 0, &queue_);
 
@@ -226,6 +240,10 @@ void VulkanContext::pick_physical_device(const VulkanContextOptions& options) {
     }
     if (!physical_device_) fail("no Vulkan 1.2 device with a graphics+compute queue among ", count, " device(s)");
     vkGetPhysicalDeviceMemoryProperties(physical_device_, &memory_properties_);
+}
+
+bool VulkanContext::has_device_extension(std::string_view name) const {
+    return std::find(device_extensions_.begin(), device_extensions_.end(), name) != device_extensions_.end();
 }
 
 std::string VulkanContext::device_description() const {

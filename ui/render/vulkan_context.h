@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace attn::render {
@@ -28,6 +29,7 @@ struct VulkanContextOptions {
     bool require_validation = false;    // fail if the layer is not installed (tests)
     std::vector<const char*> instance_extensions;  // e.g. what GLFW needs for a surface
     std::vector<const char*> device_extensions;    // e.g. VK_KHR_swapchain
+    std::vector<const char*> optional_device_extensions;  // enabled where the device has them (has_device_extension)
     // Hook for CUDA interop (DESIGN.md §2): pick the physical device whose deviceUUID matches.
     std::optional<std::array<uint8_t, VK_UUID_SIZE>> preferred_device_uuid;
 };
@@ -64,6 +66,8 @@ public:
     const VkPhysicalDeviceProperties& properties() const { return properties_; }
     std::string device_description() const;  // "llvmpipe (LLVM 15…) [cpu, Vulkan 1.3.230]"
     bool validation_enabled() const { return validation_enabled_; }
+    // Whether the device was created with this extension (required or optional ones).
+    bool has_device_extension(std::string_view name) const;
 
     // Validation-layer errors recorded so far (and warnings, for the log), oldest first.
     std::vector<std::string> validation_errors() const;
@@ -103,6 +107,7 @@ private:
     VkCommandPool command_pool_ = VK_NULL_HANDLE;
     VkFence submit_fence_ = VK_NULL_HANDLE;
     bool validation_enabled_ = false;
+    std::vector<std::string> device_extensions_;  // enabled at vkCreateDevice
 
     mutable std::mutex messages_mutex_;
     std::vector<std::string> errors_, warnings_;
