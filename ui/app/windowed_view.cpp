@@ -883,6 +883,7 @@ int run(const WindowedViewOptions& options) {
     const double refresh_interval_s = 1.0 / std::max(30, window.refresh_rate_hz());
     const double pacing_interval_s = 1.0 / (window.refresh_rate_hz() > 0 ? window.refresh_rate_hz() : 60);
     auto previous_start = std::chrono::steady_clock::now();
+    const auto loop_start = previous_start;
     for (;;) {
         if (frames > 0 && !window.last_timing().drawn) {
             const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - previous_start).count();
@@ -1259,6 +1260,7 @@ int run(const WindowedViewOptions& options) {
         frame_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         if (options.report) {
             options.report->frame_ms.push_back(frame_ms);
+            options.report->frame_start_s.push_back(std::chrono::duration<double>(start - loop_start).count());
             options.report->build_ms.push_back(std::chrono::duration<double, std::milli>(built - start).count());
             options.report->wait_ms.push_back(window.last_timing().wait_ms);
             options.report->present_ms.push_back(window.last_timing().present_ms);

@@ -21,6 +21,7 @@ struct WindowedViewReport {
     std::string present;     // how frames reached the window (AppWindow::present_note)
     std::string screenshot;  // written, if one was asked for
     std::vector<double> frame_ms;  // every frame's time on the UI thread (bench render --live)
+    std::vector<double> frame_start_s;  // when each frame began, seconds after the first
     std::vector<double> build_ms;  // of which: syncing with the runner and building the UI (the rest renders and presents)
     std::vector<double> wait_ms, present_ms;  // … waiting for a frame slot and image, and presenting
     std::vector<uint8_t> frame_live_busy;  // 1 where the live model was prefilling or decoding meanwhile

@@ -68,12 +68,15 @@ void run_live_render_bench(const LiveBenchOptions& o) {
     // Frames in which nothing changed are neither drawn nor presented (frame_damage.h) and cost
     // well under a millisecond; the target is about the frames that were drawn.
     size_t deferred = 0;
+    double decode_begin_s = -1, decode_end_s = 0;  // the first and last frame while the model was busy
     std::vector<double> drawn, drawn_build, drawn_wait, drawn_present, drawn_damage, all_busy, idle_drawn;
     for (size_t i = 0; i < report.frame_ms.size(); ++i) {
         const bool is_drawn = report.frame_drawn[i] != 0;
         if (report.frame_live_busy[i]) {
             all_busy.push_back(report.frame_ms[i]);
             deferred += report.frame_deferred[i];
+            if (decode_begin_s < 0) decode_begin_s = report.frame_start_s[i];
+            decode_end_s = report.frame_start_s[i] + report.frame_ms[i] / 1000.0;
             if (!is_drawn) continue;
             drawn.push_back(report.frame_ms[i]);
             drawn_build.push_back(report.build_ms[i]);
@@ -84,13 +87,18 @@ void run_live_render_bench(const LiveBenchOptions& o) {
             idle_drawn.push_back(report.frame_ms[i]);  // after start-up: the model paused (mostly the 'wait' before the run)
         }
     }
+    // Every drawn frame reaches the window (x11-shm: through the put thread), so this is what the
+    // window showed, not only what the UI thread got through.
+    const double decode_s = std::max(0.0, decode_end_s - decode_begin_s);
+    const double drawn_per_second = decode_s > 0 ? double(drawn.size()) / decode_s : 0.0;
     const double max_drawn = drawn.empty() ? 0.0 : *std::max_element(drawn.begin(), drawn.end());
     const nlohmann::json result = {
         {"bench", "render_live"},   {"device", report.device},          {"size", o.size},
         {"runtime_priority", o.runtime_priority}, {"full_redraw", o.full_redraw}, {"present", report.present},
         {"tokens", o.tokens},       {"steps", report.live_steps},
         {"frames_while_decoding", all_busy.size()}, {"drawn_frames_while_decoding", drawn.size()},
-        {"deferred_frames_while_decoding", deferred},
+        {"deferred_frames_while_decoding", deferred}, {"decoding_s", decode_s},
+        {"drawn_frames_per_second", drawn_per_second},
         {"p50_ms", percentile(drawn, 50)}, {"p99_ms", percentile(drawn, 99)}, {"max_ms", max_drawn},
         {"all_frames_p50_ms", percentile(all_busy, 50)}, {"all_frames_p99_ms", percentile(all_busy, 99)},
         {"damaged_percent_p50", percentile(drawn_damage, 50)}, {"damaged_percent_p99", percentile(drawn_damage, 99)},
@@ -105,6 +113,8 @@ void run_live_render_bench(const LiveBenchOptions& o) {
         std::printf("  %-28s %10lld\n", "steps decoded", static_cast<long long>(report.live_steps));
         std::printf("  %-28s %10zu (%zu drawn; the others changed nothing on screen)\n", "frames while decoding",
                     all_busy.size(), drawn.size());
+        std::printf("  %-28s %10.1f per second over %.1f s of decoding\n", "frames drawn and shown", drawn_per_second,
+                    decode_s);
         if (deferred > 0)
             std::printf("  %-28s %10zu (every frame slot busy: their changes went out with the next drawn frame)\n",
                         "frames deferred", deferred);
