@@ -16,6 +16,7 @@
 #include <cstring>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -54,6 +55,26 @@ private:
     std::optional<std::string> old_;
 };
 
+// A private Xvfb that DISPLAY points at for the scope (WAYLAND_DISPLAY unset).
+struct PrivateDisplayScope {
+    PrivateXvfb server;
+    EnvOverride display, wayland;
+    explicit PrivateDisplayScope(const std::string& xvfb)
+        : server(xvfb), display("DISPLAY", server.display().c_str()), wayland("WAYLAND_DISPLAY", nullptr) {}
+};
+
+// Null, with a visible WARN, where Xvfb is not installed: the windowed test is skipped.
+std::unique_ptr<PrivateDisplayScope> private_display_or_skip() {
+    const std::optional<std::string> xvfb = find_in_path("Xvfb");
+    if (!xvfb) {
+        WARN("Xvfb is not installed (Debian: xvfb): the windowed [app] test is skipped");
+        return nullptr;
+    }
+    auto scope = std::make_unique<PrivateDisplayScope>(*xvfb);
+    REQUIRE_FALSE(scope->server.display().empty());
+    return scope;
+}
+
 }  // namespace
 
 TEST_CASE("windowed view without a display fails cleanly and suggests --headless", "[app]") {
@@ -66,14 +87,8 @@ TEST_CASE("windowed view without a display fails cleanly and suggests --headless
 
 TEST_CASE("windowed view under Xvfb: swapchain screenshot shows the map and the UI, no validation errors", "[app]") {
     // Through the Vulkan swapchain (on lavapipe the default is X11 shared memory: tested below).
-    const std::optional<std::string> xvfb = find_in_path("Xvfb");
-    if (!xvfb) {
-        WARN("Xvfb is not installed (Debian: xvfb): the windowed [app] test is skipped");
-        return;
-    }
-    PrivateXvfb server(*xvfb);
-    REQUIRE_FALSE(server.display().empty());
-    EnvOverride display("DISPLAY", server.display().c_str()), wayland("WAYLAND_DISPLAY", nullptr);
+    const auto x_server = private_display_or_skip();
+    if (!x_server) return;
 
     attn::testing::TempDir dir("app_window");
     const std::string shot = dir.file("window.png");
@@ -128,14 +143,8 @@ TEST_CASE("windowed view under Xvfb: swapchain screenshot shows the map and the 
 }
 
 TEST_CASE("windowed view: a content scale change at run time rebuilds fonts and style, no validation errors", "[app]") {
-    const std::optional<std::string> xvfb = find_in_path("Xvfb");
-    if (!xvfb) {
-        WARN("Xvfb is not installed (Debian: xvfb): the windowed [app] test is skipped");
-        return;
-    }
-    PrivateXvfb server(*xvfb);
-    REQUIRE_FALSE(server.display().empty());
-    EnvOverride display("DISPLAY", server.display().c_str()), wayland("WAYLAND_DISPLAY", nullptr);
+    const auto x_server = private_display_or_skip();
+    if (!x_server) return;
 
     attn::testing::TempDir dir("app_dpi");
     const std::string script = dir.file("script.txt");
@@ -169,14 +178,8 @@ TEST_CASE("windowed view: a content scale change at run time rebuilds fonts and 
 
 #ifdef ATTNSCOPE_HAVE_APP
 TEST_CASE("windowed view: redrawing only what changed gives the same pixels as redrawing everything", "[app][damage]") {
-    const std::optional<std::string> xvfb = find_in_path("Xvfb");
-    if (!xvfb) {
-        WARN("Xvfb is not installed (Debian: xvfb): the windowed [app] test is skipped");
-        return;
-    }
-    PrivateXvfb server(*xvfb);
-    REQUIRE_FALSE(server.display().empty());
-    EnvOverride display("DISPLAY", server.display().c_str()), wayland("WAYLAND_DISPLAY", nullptr);
+    const auto x_server = private_display_or_skip();
+    if (!x_server) return;
 
     attn::testing::TempDir dir("app_damage");
     const std::string script = dir.file("script.txt");
@@ -275,14 +278,8 @@ std::vector<uint8_t> window_pixels(GLFWwindow* window, int w, int h) {
 }  // namespace
 
 TEST_CASE("windowed view: X11 shared-memory presentation puts exactly the drawn pixels in the window", "[app][damage]") {
-    const std::optional<std::string> xvfb = find_in_path("Xvfb");
-    if (!xvfb) {
-        WARN("Xvfb is not installed (Debian: xvfb): the windowed [app] test is skipped");
-        return;
-    }
-    PrivateXvfb server(*xvfb);
-    REQUIRE_FALSE(server.display().empty());
-    EnvOverride display("DISPLAY", server.display().c_str()), wayland("WAYLAND_DISPLAY", nullptr);
+    const auto x_server = private_display_or_skip();
+    if (!x_server) return;
     attn::testing::TempDir dir("app_shm");
 
     attn::app::GlfwScope glfw;

@@ -72,6 +72,9 @@ TEST_CASE("errors go to stderr with a non-zero exit", "[cli][errors]") {
     r = run("tile " + not_a_session.string() + " --layer 0 --head 0 --level 0 --x 0 --y 0 --npy /dev/null");
     CHECK(r.exit_code != 0);
     CHECK(r.err.find("garbage.attn") != std::string::npos);
+    r = run("view --synthetic 512 --present bogus");
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find("bogus") != std::string::npos);
 }
 
 TEST_CASE("capture, inspect and tile on the default model", "[cli]") {

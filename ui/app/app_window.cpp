@@ -631,13 +631,7 @@ bool AppWindow::end_frame(const PreRecord& pre, std::span<const UnderLayer> laye
         to_buffer.imageSubresource = {VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1};
         to_buffer.imageExtent = {extent_.width, extent_.height, 1};
         vkCmdCopyImageToBuffer(cmd, canvas_.image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, screenshot_buffer_.buffer, 1, &to_buffer);
-        VkBufferMemoryBarrier host{VK_STRUCTURE_TYPE_BUFFER_MEMORY_BARRIER};
-        host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-        host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
-        host.srcQueueFamilyIndex = host.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
-        host.buffer = screenshot_buffer_.buffer;
-        host.size = VK_WHOLE_SIZE;
-        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 0, nullptr, 1, &host, 0, nullptr);
+        render::record_transfer_to_host_barrier(cmd, screenshot_buffer_.buffer);
     }
     ATTN_VK(vkEndCommandBuffer(cmd));
 

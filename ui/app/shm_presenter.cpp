@@ -154,14 +154,7 @@ public:
         if (!regions.empty())
             vkCmdCopyImageToBuffer(cmd, canvas, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, s.buffer,
                                    static_cast<uint32_t>(regions.size()), regions.data());
-        VkBufferMemoryBarrier host{VK_STRUCTURE_TYPE_BUFFER_MEMORY_BARRIER};
-        host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-        host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
-        host.srcQueueFamilyIndex = host.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
-        host.buffer = s.buffer;
-        host.size = VK_WHOLE_SIZE;
-        vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 0, nullptr, 1, &host, 0,
-                             nullptr);
+        render::record_transfer_to_host_barrier(cmd, s.buffer);
     }
 
     void queue_put(int slot, VkFence fence, std::vector<VkRect2D> rects) override {

@@ -237,7 +237,8 @@ void add_bench_render_command(CLI::App& bench) {
     render->add_flag("--full-redraw", cmd->full_redraw,
                      "--live: draw and present every frame whole, not only what changed (for comparison)");
     render->add_option("--present", cmd->present,
-                       "--live: auto, swapchain or x11-shm (X11 shared memory; auto uses it for CPU renderers)");
+                       "--live: auto, swapchain or x11-shm (X11 shared memory; auto uses it for CPU renderers)")
+        ->check(CLI::IsMember({"auto", "swapchain", "x11-shm"}));
     render->callback([cmd] { cmd->run(); });
 #else
     CLI::App* render = bench.add_subcommand("render", "Vulkan renderer benchmark (not in this build)");

@@ -88,7 +88,8 @@ void add_demo_command(CLI::App& app) {
     demo->add_option("--frames", cmd->frames, "Quit after this many frames (headless: at least 1)")->check(CLI::NonNegativeNumber);
     demo->add_option("--screenshot", cmd->screenshot, "Write the last frame as a PNG");
     demo->add_option("--sequence", cmd->sequence_dir, "Also write every frame as DIR/NNNNN.png");
-    demo->add_option("--present", cmd->present, "auto, swapchain or x11-shm (X11 shared memory; auto: for CPU renderers)");
+    demo->add_option("--present", cmd->present, "auto, swapchain or x11-shm (X11 shared memory; auto: for CPU renderers)")
+        ->check(CLI::IsMember({"auto", "swapchain", "x11-shm"}));
     demo->callback([cmd] { cmd->run(); });
 #else
     CLI::App* demo = app.add_subcommand("demo", "Demo mode (not in this build: no Vulkan/ImGui debugger)");

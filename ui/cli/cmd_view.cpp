@@ -292,7 +292,8 @@ void add_view_command(CLI::App& app) {
                    "Window: draw and present every frame whole, not only what changed (for comparison)");
     view->add_option("--present", cmd->present,
                      "Window: auto, swapchain or x11-shm (X11 shared memory, only what changed; auto uses it when "
-                     "Vulkan renders on the CPU)");
+                     "Vulkan renders on the CPU)")
+        ->check(CLI::IsMember({"auto", "swapchain", "x11-shm"}));
 #ifdef ATTNSCOPE_HAVE_APP
     view->add_option("--record", cmd->record_path,
                      "Live decoding: the session file every step is appended to (default: the sessions cache's live.attn)");

@@ -242,6 +242,16 @@ void VulkanContext::pick_physical_device(const VulkanContextOptions& options) {
     vkGetPhysicalDeviceMemoryProperties(physical_device_, &memory_properties_);
 }
 
+void record_transfer_to_host_barrier(VkCommandBuffer cmd, VkBuffer buffer) {
+    VkBufferMemoryBarrier host{VK_STRUCTURE_TYPE_BUFFER_MEMORY_BARRIER};
+    host.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+    host.srcQueueFamilyIndex = host.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
+    host.buffer = buffer;
+    host.size = VK_WHOLE_SIZE;
+    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 0, nullptr, 1, &host, 0, nullptr);
+}
+
 bool VulkanContext::has_device_extension(std::string_view name) const {
     return std::find(device_extensions_.begin(), device_extensions_.end(), name) != device_extensions_.end();
 }

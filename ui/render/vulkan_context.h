@@ -34,6 +34,9 @@ struct VulkanContextOptions {
     std::optional<std::array<uint8_t, VK_UUID_SIZE>> preferred_device_uuid;
 };
 
+// Makes a buffer's transfer writes visible to the host (before reading it after the fence).
+void record_transfer_to_host_barrier(VkCommandBuffer cmd, VkBuffer buffer);
+
 struct GpuBuffer {
     VkBuffer buffer = VK_NULL_HANDLE;
     VkDeviceMemory memory = VK_NULL_HANDLE;
