@@ -7,10 +7,12 @@
 //             end_frame(pre)  → acquires a swapchain image, clears it, lets `pre` record transfer
 //                               commands into it (the attention map is blitted here), runs the
 //                               ImGui render pass on top (load, not clear), submits and presents.
-// Two frames in flight (a fence, an image-acquired semaphore and a command buffer each; one
+// Three frames in flight (a fence, an image-acquired semaphore and a command buffer each; one
 // render-complete semaphore per swapchain image). The swapchain is recreated when it is out of
 // date or suboptimal and whenever the framebuffer size changes; a minimised window (zero-sized
-// framebuffer) is waited out with glfwWaitEvents.
+// framebuffer) is waited out with glfwWaitEvents. Where Vulkan renders on the CPU, frames reach an
+// X11 window through shared memory instead of the swapchain (shm_presenter.h): only the damaged
+// rectangles, sent by a thread of their own.
 #include <vulkan/vulkan.h>
 
 #include <cstdint>
