@@ -32,6 +32,7 @@
 #include <stb_image.h>
 #include "ui/app/debugger_model.h"
 #include "ui/app/private_display.h"
+#include "ui/panels/beam_tree_panel.h"
 #include "ui/panels/rules_panel.h"
 #endif
 
@@ -102,6 +103,41 @@ TEST_CASE("display text: personal data masked per token and per byte range, swit
     CHECK(model.alternative_text(5, session.tokens[0].id) == "Call");
 #endif
 }
+
+#ifdef ATTNSCOPE_HAVE_APP
+TEST_CASE("beam tree: a token is masked where its hypothesis completes personal data, not elsewhere", "[pii]") {
+    CraftedSpec spec;
+    // The session's own text has no personal data ("Call 1381234 now ok.5678"); one beam makes some.
+    spec.words = {"Call", " 138", "1234", " now", " ok", ".", "5678"};
+    spec.prompt_tokens = 2;
+    spec.n_layer = 1;
+    spec.n_head = 1;
+    attn::Session session = attn::testing::make_crafted_session(spec);
+    const auto id = [&](size_t word) { return session.tokens[word].id; };
+    // Two beams after "Call 138": "1234" then either "5678" (a phone number, 13812345678) and ".",
+    // or " now" (7 digits: nothing) and " ok".
+    attn::BeamTree& tree = session.beam_tree;
+    tree.beams = 2;
+    tree.nodes = {{id(2), -1, 0, 0, -0.1, false}, {id(6), 0, 1, 0, -0.2, false}, {id(3), 0, 1, 1, -0.3, false},
+                  {id(5), 1, 2, 0, -0.4, true}, {id(4), 2, 2, 1, -0.5, true}};
+    tree.finals = {3, 4};
+    tree.best = 3;
+    const attn::CpuTileSource source(*session.capture, 1);
+    attn::app::DebuggerModel model(session, source);
+    REQUIRE(model.vocab_text(id(2)) == "1234");  // not masked in the session's own text
+    std::vector<std::string> labels = attn::panels::beam_node_labels(model);
+    REQUIRE(labels.size() == 5);
+    CHECK(labels[0] == "●●●●");  // "1234": inside the number on the first beam
+    CHECK(labels[1] == "●●●●");  // "5678"
+    CHECK(labels[2] == model.vocab_text(id(3)));  // " now": the other beam
+    CHECK(labels[3] == model.vocab_text(id(5)));
+    CHECK(labels[4] == model.vocab_text(id(4)));
+    model.mask_pii = false;
+    labels = attn::panels::beam_node_labels(model);
+    CHECK(labels[0] == "1234");
+    CHECK(labels[1] == "5678");
+}
+#endif
 
 TEST_CASE("window: personal data is masked in the text view, its exports and the state line; pii off shows it", "[pii][app]") {
     attn::Session session;

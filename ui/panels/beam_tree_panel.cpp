@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cmath>
+#include <string>
 #include <vector>
+
+#include "engine/pii.h"
 
 namespace attn::panels {
 
@@ -21,6 +24,56 @@ int32_t beam_node_followed(const Session& session) {
     return at;
 }
 
+namespace {
+
+// A token's raw bytes: from the live tokenizer, else from where the session text has it.
+std::string raw_token_bytes(const app::DebuggerModel& model, int32_t token_id) {
+    if (model.tokenizer && token_id >= 0 && token_id < model.tokenizer->vocab_size())
+        return model.tokenizer->token_bytes(token_id);
+    const Session& s = model.session();
+    for (const Token& t : s.tokens)
+        if (t.id == token_id && t.end > t.begin && t.end <= s.text.size()) return s.text.substr(t.begin, t.end - t.begin);
+    for (const StepRecord& step : s.steps)
+        if (step.token_id == token_id) return step.text;
+    return {};
+}
+
+}  // namespace
+
+std::vector<std::string> beam_node_labels(const app::DebuggerModel& model) {
+    const Session& s = model.session();
+    const BeamTree& tree = s.beam_tree;
+    std::vector<std::string> labels(tree.nodes.size());
+    for (size_t i = 0; i < tree.nodes.size(); ++i) labels[i] = model.vocab_text(tree.nodes[i].token_id);
+    if (!model.mask_pii || tree.empty()) return labels;
+
+    size_t prompt_end = 0;
+    if (s.prompt_tokens > 0 && s.prompt_tokens <= static_cast<int64_t>(s.tokens.size()))
+        prompt_end = std::min<size_t>(s.tokens[static_cast<size_t>(s.prompt_tokens - 1)].end, s.text.size());
+    const std::string prompt = s.text.substr(0, prompt_end);
+    std::vector<uint8_t> has_child(tree.nodes.size(), 0), masked(tree.nodes.size(), 0);
+    for (const BeamNode& n : tree.nodes)
+        if (n.parent >= 0) has_child[static_cast<size_t>(n.parent)] = 1;
+    for (size_t leaf = 0; leaf < tree.nodes.size(); ++leaf) {
+        if (has_child[leaf]) continue;
+        const std::vector<int32_t> path = tree.lineage(static_cast<int32_t>(leaf));
+        std::string text = prompt;
+        std::vector<std::pair<size_t, size_t>> bytes;  // each path node's bytes in `text`
+        for (int32_t node : path) {
+            const size_t begin = text.size();
+            text += raw_token_bytes(model, tree.nodes[static_cast<size_t>(node)].token_id);
+            bytes.emplace_back(begin, text.size());
+        }
+        const std::vector<PiiSpan> spans = find_pii(text);
+        for (size_t k = 0; k < path.size(); ++k)
+            for (const PiiSpan& span : spans)
+                if (bytes[k].first < span.end && span.begin < bytes[k].second) masked[static_cast<size_t>(path[k])] = 1;
+    }
+    for (size_t i = 0; i < labels.size(); ++i)
+        if (masked[i]) labels[i] = "●●●●";
+    return labels;
+}
+
 void draw_beam_tree_panel(const app::DebuggerModel& model, int32_t followed, const BeamTreeActions& actions) {
     const BeamTree& tree = model.session().beam_tree;
     if (tree.empty()) {
@@ -31,6 +84,21 @@ void draw_beam_tree_panel(const app::DebuggerModel& model, int32_t followed, con
     for (const BeamNode& n : tree.nodes) steps = std::max(steps, n.step + 1);
     ImGui::TextDisabled("%d beams, %zu hypotheses kept over %d steps, %zu final", tree.beams, tree.nodes.size(), steps,
                         tree.finals.size());
+
+    // The labels change only when the tree grows or masking is switched.
+    static struct {
+        const Session* session = nullptr;
+        size_t nodes = 0;
+        bool masked = false;
+        std::vector<std::string> labels;
+    } cache;
+    if (cache.session != &model.session() || cache.nodes != tree.nodes.size() || cache.masked != model.mask_pii) {
+        cache.labels = beam_node_labels(model);
+        cache.session = &model.session();
+        cache.nodes = tree.nodes.size();
+        cache.masked = model.mask_pii;
+    }
+    const std::vector<std::string>& labels = cache.labels;
 
     // Which nodes are on the followed and on the best hypothesis, and which are finals.
     std::vector<uint8_t> on_followed(tree.nodes.size(), 0), on_best(tree.nodes.size(), 0), is_final(tree.nodes.size(), 0);
@@ -69,15 +137,15 @@ void draw_beam_tree_panel(const app::DebuggerModel& model, int32_t followed, con
         const ImU32 colour = on_followed[i] ? bright : on_best[i] ? best : dim;
         if (is_final[i]) draw->AddRect(ImVec2(c.x - radius, c.y - radius), ImVec2(c.x + radius, c.y + radius), colour, 0, 0, 2.f);
         else draw->AddCircleFilled(c, radius, colour);
-        const std::string label = model.vocab_text(n.token_id);
         draw->AddText(ImVec2(c.x + radius * 1.5f, c.y - unit * 0.5f), on_followed[i] ? bright : IM_COL32(200, 205, 215, 255),
-                      label.substr(0, 10).c_str());
+                      labels[i].substr(0, 12).c_str());
         if (canvas_hovered && std::hypot(mouse.x - c.x, mouse.y - c.y) < radius * 2.5f) hovered = static_cast<int32_t>(i);
     }
     if (hovered >= 0) {
         const BeamNode& n = tree.nodes[hovered];
         ImGui::BeginTooltip();
-        ImGui::Text("step %d, beam slot %d: \"%s\" (id %d)", n.step, n.slot, model.vocab_text(n.token_id).c_str(), n.token_id);
+        ImGui::Text("step %d, beam slot %d: \"%s\" (id %d)", n.step, n.slot, labels[static_cast<size_t>(hovered)].c_str(),
+                    n.token_id);
         ImGui::Text("log-probability %.3f, per token %.3f%s", n.score, tree.normalised_score(hovered),
                     n.finished ? ", ended (end of sequence)" : "");
         if (hovered == tree.best) ImGui::TextColored(ImVec4(0.5f, 0.8f, 1, 1), "the best final hypothesis");

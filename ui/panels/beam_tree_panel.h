@@ -5,6 +5,8 @@
 // follows the hypothesis that ends there (live: a branch that replays it with capture).
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "ui/app/debugger_model.h"
 
@@ -17,6 +19,12 @@ struct BeamTreeActions {
 // The deepest node whose hypothesis matches the session's decoded tokens (-1 if none does: a
 // sampled or forced branch). Unique: siblings always differ in their token.
 int32_t beam_node_followed(const Session& session);
+
+// Each node's token as the panel shows it. With the model's masking on, a token is "●●●●" when its
+// bytes fall inside personal data (find_pii) in the text of a hypothesis through it: the prompt,
+// then the path's tokens down to a leaf (a number spread over several tokens is only recognisable
+// whole, and beams may differ in whether they complete it).
+std::vector<std::string> beam_node_labels(const app::DebuggerModel& model);
 
 // followed: the node whose hypothesis the shown branch replays (-1: none).
 void draw_beam_tree_panel(const app::DebuggerModel& model, int32_t followed, const BeamTreeActions& actions);
