@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdio>
 
 #include "engine/head_thumbnails.h"
 #include "tests/crafted_session.h"
@@ -14,7 +15,11 @@ namespace {
 Session previous_and_sink(int64_t n) {
     testing::CraftedSpec spec;
     spec.words.assign(static_cast<size_t>(n), "w");
-    for (int64_t i = 0; i < n; ++i) spec.words[i] = "w" + std::to_string(i % 50) + " ";
+    for (int64_t i = 0; i < n; ++i) {
+        char word[16];  // snprintf: `"w" + std::to_string(…)` trips GCC 12's false -Wrestrict
+        std::snprintf(word, sizeof word, "w%d ", static_cast<int>(i % 50));
+        spec.words[static_cast<size_t>(i)] = word;
+    }
     spec.n_layer = 1;
     spec.focus = [](int, int head, int64_t q) {
         if (q == 0) return std::vector<int64_t>{0};
