@@ -405,14 +405,15 @@ TEST_CASE("window, live: a violated rule with pause = true pauses the run; the p
     // sink): a rule forbidding more than half fails at the first decode step.
     std::ofstream(dir.file("sink.toml")) << "[[rules]]\nid = \"no-sink\"\nquery = { any = true }\n"
                                             "key = { tokens = [0, 1] }\nop = \"<=\"\nthreshold = 0.5\nscope = \"steps\"\npause = true\n";
-    std::ofstream(dir.file("live.script")) << "run 8\nwait_idle\nstate\n";
+    // Then the violation's "counterfactual" button: its keys (the first token) masked in its heads.
+    std::ofstream(dir.file("live.script")) << "run 8\nwait_idle\nstate\nviolation_counterfactual 0\ncounterfactual_wait\nstate\n";
     const auto r = attn::testing::run_cli("view --headless --prompt \"The capital of France is\" -n 8 --size 1280x720 --rules " +
                                           dir.file("sink.toml") + " --script " + dir.file("live.script") + " --record " +
                                           dir.file("live.attn"));
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     const std::vector<json> states = states_of(r.out);
-    REQUIRE(states.size() == 1);
+    REQUIRE(states.size() == 2);
     const json& s = states[0];
     INFO(s.dump());
     CHECK(s["state"] == "paused");
@@ -425,6 +426,14 @@ TEST_CASE("window, live: a violated rule with pause = true pauses the run; the p
     CHECK(s["rules"]["violation_list"][0]["value"].get<double>() > 0.5);
     // The panel's verdict (the whole session checked on a worker) agrees with the runner.
     CHECK(s["rules"]["verdicts"][0]["verdict"] == "fail");
+    // The counterfactual of violation 0: the sink masked in the offending heads, whose mass there is then 0.
+    const json& cf = states[1]["counterfactual"];
+    INFO(cf.dump());
+    CHECK_FALSE(cf.contains("error"));
+    CHECK(cf["kind"] == "mask_keys");
+    CHECK(cf["key_spans"] == json::array({json::array({0, 1})}));
+    CHECK(cf["shown_head"]["span_mass_before"].get<double>() > 0.5);
+    CHECK(cf["shown_head"]["span_mass_after"].get<double>() == 0.0);
 #endif
 }
 

@@ -187,6 +187,15 @@ void publish_rule_marks(Debugger& d) {
 
 // Every worker behind what the centre shows has finished for the current state (scripts wait for
 // it before `state` and screenshots).
+// A violation's counterfactual (its button, or the script verb): its step shown, and the run
+// started with its keys masked in its offending heads (panels::intervention_for_violation).
+void run_violation_counterfactual(Debugger& d, DebuggerModel& model, size_t index) {
+    const panels::Violation& v = d.rules.violations.at(index);
+    d.rules.selected_violation = static_cast<int64_t>(index);
+    panels::jump_to_violation(model, v);
+    panels::start_counterfactual(model, d.counterfactual, panels::intervention_for_violation(v));
+}
+
 bool views_settled(Debugger& d) {
     if (!d.model) return true;
     const DebuggerModel& model = *d.model;
@@ -382,6 +391,13 @@ bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
         d.rules.selected_violation = i;
         panels::jump_to_violation(model, d.rules.violations[static_cast<size_t>(i)]);
         d.centre = Centre::Map;
+    } else if (v == "violation_counterfactual") {
+        // As the violation's "counterfactual" button; the script goes on while it runs.
+        panels::update_rules(model, d.rules, d.runner, d.findings, text_heads(d).heads, true);
+        const int64_t i = static_cast<int64_t>(view::script_number(a, 0));
+        if (i < 0 || i >= static_cast<int64_t>(d.rules.violations.size()))
+            fail("script line ", a.line, ": no violation ", i, " (", d.rules.violations.size(), " listed)");
+        run_violation_counterfactual(d, model, static_cast<size_t>(i));
     } else {
         return false;
     }
@@ -1034,6 +1050,14 @@ int run(const WindowedViewOptions& options) {
                 if (const auto clicked = panels::draw_violations_panel(*d.model, d.rules)) {
                     panels::jump_to_violation(*d.model, d.rules.violations[*clicked]);
                     d.centre = Centre::Map;
+                }
+                if (const auto requested = std::exchange(d.rules.counterfactual_request, std::nullopt)) {
+                    try {
+                        run_violation_counterfactual(d, *d.model, *requested);
+                    } catch (const std::exception& e) {  // no model, a run going, the live model decoding
+                        d.counterfactual.form_error = e.what();
+                        d.counterfactual.reveal = true;
+                    }
                 }
             }
             if (ImGui::CollapsingHeader("Diff", ImGuiTreeNodeFlags_DefaultOpen)) panels::draw_diff_panel(*d.model, d.diff);

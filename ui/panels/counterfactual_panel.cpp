@@ -242,6 +242,21 @@ Intervention intervention_from_words(const app::DebuggerModel& model, const std:
     fail("counterfactual: unknown intervention '", kind, "' (mask, ablate, remove, replace, noise)");
 }
 
+Intervention intervention_for_violation(const Violation& violation) {
+    std::vector<std::pair<int, int>> heads;
+    for (const HeadRef& h : violation.offending) heads.emplace_back(h.layer, h.head);
+    if (heads.empty() && violation.worst.layer >= 0) heads.emplace_back(violation.worst.layer, violation.worst.head);
+    if (heads.empty()) fail("violation of rule '", violation.rule_id, "' names no head to intervene on");
+    int64_t first = -1, last = -1;
+    for (const TokenRun& run : violation.keys) {
+        if (run.last <= run.first) continue;
+        first = first < 0 ? run.first : std::min(first, run.first);
+        last = std::max(last, run.last);
+    }
+    if (first < 0) return Intervention::ablate_heads(std::move(heads), false);
+    return Intervention::mask_keys(first, last, std::move(heads));
+}
+
 void start_counterfactual(const app::DebuggerModel& model, CounterfactualState& state, const Intervention& intervention) {
     if (const std::string why = run_blocker(model, state); !why.empty()) fail("cannot run the counterfactual: ", why);
     // A snapshot of what is shown: the live view's session changes on the UI thread meanwhile.

@@ -21,6 +21,7 @@
 #include "engine/model.h"
 #include "ui/app/debugger_model.h"
 #include "ui/panels/async_value.h"
+#include "ui/panels/rules_panel.h"
 
 namespace attn::panels {
 
@@ -80,6 +81,10 @@ void update_counterfactual(app::DebuggerModel& model, CounterfactualState& state
 // Starts a run of `intervention` on a worker against a snapshot of the session shown. Throws
 // attn::Error when it cannot start (no model, a live run decoding, a run already going).
 void start_counterfactual(const app::DebuggerModel& model, CounterfactualState& state, const Intervention& intervention);
+// What would the violation be without its attention? Its attended keys masked in its offending
+// heads (one span, from the first attended token to the last: the intervention masks one span);
+// a violation without key tokens (an entropy rule) gets its offending heads ablated instead.
+Intervention intervention_for_violation(const Violation& violation);
 // The script verb `counterfactual KIND ARGS…` (mask A B | ablate L H zero|mean | remove A B |
 // replace A B TEXT… | noise A B STD [SEED]); mask uses the shown head.
 Intervention intervention_from_words(const app::DebuggerModel& model, const std::vector<std::string>& words);

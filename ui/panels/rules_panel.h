@@ -49,6 +49,7 @@ struct Violation {
 };
 
 struct RulesState {
+    std::optional<size_t> counterfactual_request;  // a violation's "counterfactual" button (the window runs it)
     char rules_path[512] = "";
     char ontology_path[512] = "";
     std::shared_ptr<const RuleSet> rules;

@@ -57,6 +57,14 @@ std::optional<size_t> draw_violations_panel(const app::DebuggerModel& model, Rul
         ImGui::TextDisabled("\"%s\" → \"%s\"", one_line(model.display_range(v.query.begin, v.query.end)).c_str(),
                             violation_keys_text(model, v).c_str());
         ImGui::TextDisabled("heads %s (worst L%dH%d)", head_names(v.offending).c_str(), v.worst.layer, v.worst.head);
+        ImGui::SameLine();
+        if (ImGui::SmallButton("counterfactual")) {
+            state.selected_violation = static_cast<int64_t>(i);
+            state.counterfactual_request = i;
+        }
+        if (ImGui::IsItemHovered())
+            ImGui::SetTooltip(v.keys.empty() ? "run it again with these heads ablated"
+                                             : "run it again with these keys masked in these heads");
         ImGui::Unindent();
         ImGui::PopID();
     }

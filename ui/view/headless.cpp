@@ -54,6 +54,7 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
         //   pii on|off                   mask personal data in every display and export (on by default)
         //   rules PATH | ontology PATH   load a rules file / an ontology, as the Rules panel does
         //   violation N                  as a click on violation N: its step and worst head in the map
+        //   violation_counterfactual N   as its "counterfactual" button: its keys masked in its offending heads
         //   text_pair Q K                word level: word Q kept, word K considered as the pair's other word
         //                                (raw mass, link-grammar relation, parts of speech in the state and a box)
         //   counterfactual mask A B | ablate L H zero|mean | remove A B | replace A B TEXT | noise A B STD [SEED]
@@ -61,7 +62,8 @@ const std::map<std::string, std::pair<size_t, size_t>>& verbs() {
         //   counterfactual_wait [SECONDS]   until it has finished; counterfactual_export PATH: its JSON
         {"counterfactual", {1, 64}}, {"counterfactual_wait", {0, 1}}, {"counterfactual_export", {1, 64}},
         {"text_pair", {2, 2}},
-        {"pii", {1, 1}},      {"rules", {1, 64}},     {"ontology", {1, 64}}, {"violation", {1, 1}}};
+        {"pii", {1, 1}},      {"rules", {1, 64}},     {"ontology", {1, 64}}, {"violation", {1, 1}},
+        {"violation_counterfactual", {1, 1}}};
     return table;
 }
 
