@@ -896,8 +896,9 @@ int run(const WindowedViewOptions& options) {
     std::chrono::steady_clock::time_point demo_idle_since{};
     // A frame that drew nothing (frame_damage.h) is followed by the next one only after input or
     // one refresh interval, so an unchanged window costs no CPU the model could use.
-    const double refresh_interval_s = 1.0 / std::max(30, window.refresh_rate_hz());
-    const double pacing_interval_s = 1.0 / (window.refresh_rate_hz() > 0 ? window.refresh_rate_hz() : 60);
+    // 60 Hz where GLFW knows no rate (Xvfb reports none); never slower than 30 Hz.
+    const int refresh_hz = window.refresh_rate_hz() > 0 ? std::max(30, window.refresh_rate_hz()) : 60;
+    const double refresh_interval_s = 1.0 / refresh_hz;
     auto previous_start = std::chrono::steady_clock::now();
     const auto loop_start = previous_start;
     for (;;) {
@@ -907,7 +908,7 @@ int run(const WindowedViewOptions& options) {
         } else if (frames > 0 && window.needs_pacing()) {
             // Drawn frames no faster than the display shows them: the CPU left is the model's.
             std::this_thread::sleep_until(previous_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                               std::chrono::duration<double>(pacing_interval_s)));
+                                                               std::chrono::duration<double>(refresh_interval_s)));
         }
         const auto start = std::chrono::steady_clock::now();
         previous_start = start;
