@@ -173,11 +173,6 @@ public:
         });
     }
 
-    uint64_t rectangles_put() const override {
-        std::lock_guard lock(mutex_);
-        return rectangles_put_;
-    }
-
 private:
     VkRect2D clipped(const VkRect2D& r) const {
         const int32_t x0 = std::clamp<int32_t>(r.offset.x, 0, static_cast<int32_t>(extent_.width));
@@ -294,10 +289,6 @@ private:
                               slot.segment, 0);
         }
         xcb_flush(connection_);
-        {
-            std::lock_guard lock(mutex_);
-            rectangles_put_ += rects.size();
-        }
         // The server reads the segment after the request; the slot is reusable once it says so.
         for (;;) {
             xcb_generic_event_t* event = xcb_wait_for_event(connection_);
@@ -334,7 +325,6 @@ private:
     std::deque<PutJob> jobs_;
     bool stopping_ = false;
     std::string error_;
-    uint64_t rectangles_put_ = 0;
     std::thread thread_;
 };
 

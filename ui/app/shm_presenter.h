@@ -64,8 +64,6 @@ public:
     virtual void queue_put(int slot, VkFence fence, std::vector<VkRect2D> rects) = 0;
     // Blocks until every queued put has been read by the server.
     virtual void wait_idle() = 0;
-    // Rectangles sent so far (for tests and the bench).
-    virtual uint64_t rectangles_put() const = 0;
 };
 
 }  // namespace attn::app

@@ -185,8 +185,6 @@ void publish_rule_marks(Debugger& d) {
     }
 }
 
-// Every worker behind what the centre shows has finished for the current state (scripts wait for
-// it before `state` and screenshots).
 // A violation's counterfactual (its button, or the script verb): its step shown, and the run
 // started with its keys masked in its offending heads (panels::intervention_for_violation).
 void run_violation_counterfactual(Debugger& d, DebuggerModel& model, size_t index) {
@@ -196,6 +194,8 @@ void run_violation_counterfactual(Debugger& d, DebuggerModel& model, size_t inde
     panels::start_counterfactual(model, d.counterfactual, panels::intervention_for_violation(v));
 }
 
+// Every worker behind what the centre shows has finished for the current state (scripts wait for
+// it before `state` and screenshots).
 bool views_settled(Debugger& d) {
     if (!d.model) return true;
     const DebuggerModel& model = *d.model;
@@ -237,6 +237,16 @@ std::string script_words(const view::ScriptAction& a, size_t from) {
 // The script verbs of issue 6's views (heads and text; the list is in ui/view/headless.cpp).
 // Returns false for any other verb. Blocks where a script needs the result (exports, a session
 // opened for comparison), as the panels' buttons would wait for their workers.
+// The violation a script line names (`violation N`, `violation_counterfactual N`), after the
+// rules have been checked on what is shown now.
+size_t script_violation(Debugger& d, DebuggerModel& model, const view::ScriptAction& a) {
+    panels::update_rules(model, d.rules, d.runner, d.findings, text_heads(d).heads, true);
+    const int64_t i = static_cast<int64_t>(view::script_number(a, 0));
+    if (i < 0 || i >= static_cast<int64_t>(d.rules.violations.size()))
+        fail("script line ", a.line, ": no violation ", i, " (", d.rules.violations.size(), " listed)");
+    return static_cast<size_t>(i);
+}
+
 bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
     DebuggerModel& model = *d.model;
     const CaptureShape& shape = model.session().capture->shape();
@@ -384,20 +394,13 @@ bool apply_heads_and_text_action(Debugger& d, const view::ScriptAction& a) {
         publish_rule_marks(d);
     } else if (v == "violation") {
         // As a click in the violations panel.
-        panels::update_rules(model, d.rules, d.runner, d.findings, text_heads(d).heads, true);
-        const int64_t i = static_cast<int64_t>(view::script_number(a, 0));
-        if (i < 0 || i >= static_cast<int64_t>(d.rules.violations.size()))
-            fail("script line ", a.line, ": no violation ", i, " (", d.rules.violations.size(), " listed)");
-        d.rules.selected_violation = i;
-        panels::jump_to_violation(model, d.rules.violations[static_cast<size_t>(i)]);
+        const size_t i = script_violation(d, model, a);
+        d.rules.selected_violation = static_cast<int64_t>(i);
+        panels::jump_to_violation(model, d.rules.violations[i]);
         d.centre = Centre::Map;
     } else if (v == "violation_counterfactual") {
         // As the violation's "counterfactual" button; the script goes on while it runs.
-        panels::update_rules(model, d.rules, d.runner, d.findings, text_heads(d).heads, true);
-        const int64_t i = static_cast<int64_t>(view::script_number(a, 0));
-        if (i < 0 || i >= static_cast<int64_t>(d.rules.violations.size()))
-            fail("script line ", a.line, ": no violation ", i, " (", d.rules.violations.size(), " listed)");
-        run_violation_counterfactual(d, model, static_cast<size_t>(i));
+        run_violation_counterfactual(d, model, script_violation(d, model, a));
     } else {
         return false;
     }

@@ -6,6 +6,8 @@
 #include <cinttypes>
 #include <cmath>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/pii.h"
@@ -26,42 +28,67 @@ int32_t beam_node_followed(const Session& session) {
 
 namespace {
 
-// A token's raw bytes: from the live tokenizer, else from where the session text has it.
-std::string raw_token_bytes(const app::DebuggerModel& model, int32_t token_id) {
-    if (model.tokenizer && token_id >= 0 && token_id < model.tokenizer->vocab_size())
-        return model.tokenizer->token_bytes(token_id);
+// Raw bytes of each token id in `ids`: from the live tokenizer, else from where the session text
+// (or a step record) has it. One pass over the session, not one per node.
+std::unordered_map<int32_t, std::string> raw_token_bytes(const app::DebuggerModel& model, const std::vector<int32_t>& ids) {
+    std::unordered_map<int32_t, std::string> bytes;
+    if (model.tokenizer) {
+        for (int32_t id : ids)
+            if (id >= 0 && id < model.tokenizer->vocab_size()) bytes.emplace(id, model.tokenizer->token_bytes(id));
+        return bytes;
+    }
+    std::unordered_set<int32_t> wanted(ids.begin(), ids.end());
     const Session& s = model.session();
     for (const Token& t : s.tokens)
-        if (t.id == token_id && t.end > t.begin && t.end <= s.text.size()) return s.text.substr(t.begin, t.end - t.begin);
+        if (wanted.count(t.id) && t.end > t.begin && t.end <= s.text.size())
+            bytes.try_emplace(t.id, s.text.substr(t.begin, t.end - t.begin));
     for (const StepRecord& step : s.steps)
-        if (step.token_id == token_id) return step.text;
-    return {};
+        if (wanted.count(step.token_id)) bytes.try_emplace(step.token_id, step.text);
+    return bytes;
 }
+
+// Bytes of prompt before the hypotheses that find_pii sees with each of them: enough for any
+// address or number that starts in the prompt and ends in a hypothesis (the prompt's own personal
+// data is the text view's, model.pii_spans()).
+constexpr size_t kPromptContextBytes = 256;
 
 }  // namespace
 
 std::vector<std::string> beam_node_labels(const app::DebuggerModel& model) {
     const Session& s = model.session();
     const BeamTree& tree = s.beam_tree;
+    std::vector<int32_t> ids;
+    for (const BeamNode& n : tree.nodes) ids.push_back(n.token_id);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    std::unordered_map<int32_t, std::string> shown;
+    for (int32_t id : ids) shown.emplace(id, model.vocab_text(id));
     std::vector<std::string> labels(tree.nodes.size());
-    for (size_t i = 0; i < tree.nodes.size(); ++i) labels[i] = model.vocab_text(tree.nodes[i].token_id);
+    for (size_t i = 0; i < tree.nodes.size(); ++i) labels[i] = shown[tree.nodes[i].token_id];
     if (!model.mask_pii || tree.empty()) return labels;
 
-    size_t prompt_end = 0;
-    if (s.prompt_tokens > 0 && s.prompt_tokens <= static_cast<int64_t>(s.tokens.size()))
+    // The prompt's tail, from a token boundary.
+    size_t context_begin = 0, prompt_end = 0;
+    if (s.prompt_tokens > 0 && s.prompt_tokens <= static_cast<int64_t>(s.tokens.size())) {
         prompt_end = std::min<size_t>(s.tokens[static_cast<size_t>(s.prompt_tokens - 1)].end, s.text.size());
-    const std::string prompt = s.text.substr(0, prompt_end);
+        for (int64_t p = s.prompt_tokens - 1; p >= 0; --p) {
+            context_begin = std::min<size_t>(s.tokens[static_cast<size_t>(p)].begin, prompt_end);
+            if (prompt_end - context_begin >= kPromptContextBytes) break;
+        }
+    }
+    const std::string context = s.text.substr(context_begin, prompt_end - context_begin);
+    const std::unordered_map<int32_t, std::string> raw = raw_token_bytes(model, ids);
     std::vector<uint8_t> has_child(tree.nodes.size(), 0), masked(tree.nodes.size(), 0);
     for (const BeamNode& n : tree.nodes)
         if (n.parent >= 0) has_child[static_cast<size_t>(n.parent)] = 1;
     for (size_t leaf = 0; leaf < tree.nodes.size(); ++leaf) {
         if (has_child[leaf]) continue;
         const std::vector<int32_t> path = tree.lineage(static_cast<int32_t>(leaf));
-        std::string text = prompt;
+        std::string text = context;
         std::vector<std::pair<size_t, size_t>> bytes;  // each path node's bytes in `text`
         for (int32_t node : path) {
             const size_t begin = text.size();
-            text += raw_token_bytes(model, tree.nodes[static_cast<size_t>(node)].token_id);
+            if (const auto it = raw.find(tree.nodes[static_cast<size_t>(node)].token_id); it != raw.end()) text += it->second;
             bytes.emplace_back(begin, text.size());
         }
         const std::vector<PiiSpan> spans = find_pii(text);
